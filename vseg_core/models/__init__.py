@@ -1,0 +1,15 @@
+"""Whole networks. Importing this package registers every built-in model."""
+
+from vseg_core.models.registry import ModelEntry, create_model, get_model_entry, list_models, register_model
+from vseg_core.models.streaming import StatelessSegmenter, StepOutput, StreamingSegmenter
+
+__all__ = [
+    "ModelEntry",
+    "StatelessSegmenter",
+    "StepOutput",
+    "StreamingSegmenter",
+    "create_model",
+    "get_model_entry",
+    "list_models",
+    "register_model",
+]
