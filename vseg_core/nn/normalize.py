@@ -1,0 +1,32 @@
+"""Input normalisation as a visible module of each network (never hidden in a data loader)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageNormalize"]
+
+
+class ImageNormalize(nn.Module):
+    """(x - mean) / std per channel for RGB frames in [0, 1], shape (B, 3, H, W).
+
+    The statistics are buffers, so they follow the module's device and dtype and are saved with it.
+    """
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__()
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need 3 values (R, G, B), got {len(mean)} and {len(std)}")
+        if min(std) <= 0:
+            raise ValueError(f"std must be positive, got {tuple(std)}")
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
