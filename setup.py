@@ -6,15 +6,17 @@ environment); this file installs only Python code. ROS 2 itself comes from the s
 through the `ros` extra, so a machine with a system ROS never gets a second rclpy.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="vseg",
     version="0.1.0",
     description="Semantic segmentation of camera video that uses time: ConvLSTM and Accel models for ROS 2",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    license="Apache-2.0",
+    license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["vseg_core", "vseg_core.*", "vseg_ros", "vseg_ros.*"]),
     install_requires=[

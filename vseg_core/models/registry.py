@@ -3,7 +3,8 @@
 ``register_model`` refuses duplicate names; ``create_model`` raises ``ValueError`` on unknown
 names and lists the valid ones. Every model that ``create_model`` returns remembers the name and
 the keyword arguments it was built from (``model.model_name``, ``model.model_config``), which is
-what checkpoints store so that loading can rebuild the same network.
+what checkpoints store so that loading can rebuild the same network. The built-in models
+register themselves when ``vseg_core.models`` is imported, which importing this module implies.
 """
 
 from __future__ import annotations
@@ -47,20 +48,12 @@ def register_model(
     return decorator
 
 
-def _ensure_builtin_models() -> None:
-    # The model modules register themselves on import; importing them here (not at package
-    # import) keeps `import vseg_core` light for tools that only need metrics or data.
-    from vseg_core import models  # noqa: F401
-
-
 def list_models(family: str | None = None) -> list[str]:
     """Sorted names of the registered models (optionally only one family)."""
-    _ensure_builtin_models()
     return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    _ensure_builtin_models()
     try:
         return _REGISTRY[name]
     except KeyError:
