@@ -20,9 +20,9 @@ $(VENV)/.stamp-deps: $(VENV)/.stamp-tools requirements/venv.txt setup.py
 	$(VPY) -m pip install --quiet --no-build-isolation -e '.[ros]'
 	touch $@
 
-# The ROS wheels' exported CMake files name the wheel build machine's Python and numpy include
-# folders; point them at this venv's before CMake reads them.
+# The stamp goes first, so that a failed build leaves a venv that `make test` refuses to use.
 $(VENV)/.stamp-msgs: $(VENV)/.stamp-deps $(wildcard msg/*.msg) CMakeLists.txt package.xml scripts/build_interfaces.sh
+	rm -f $@
 	bash scripts/build_interfaces.sh $(VENV) $(BUILD)/interfaces
 	touch $@
 
