@@ -1,0 +1,176 @@
+"""segmentation_node's ROS parameters: declared with descriptors, turned into one frozen config.
+
+This is the one place where ROS parameters become Python values; the node and everything below it
+see only :class:`NodeConfig`. Defaults equal config/segmentation.yaml.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+)
+from rclpy.node import Node
+
+__all__ = ["KEYFRAME_POLICIES", "PRECISIONS", "NodeConfig", "ParameterError", "declare_parameters", "read_config"]
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+KEYFRAME_POLICIES = ("fixed", "adaptive")
+MAX_INPUT_SIDE = 8192
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot run with; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    model: str
+    weights: str
+    device: str
+    precision: str
+    cameras: tuple[str, ...]
+    compressed: bool
+    keyframe_policy: str
+    keyframe_interval: int
+    input_size: tuple[int, int] | None  # (height, width), None: the camera's size
+    palette_file: str
+    publish_color: bool
+    publish_overlay: bool
+    publish_confidence: bool
+    overlay_alpha: float
+    reset_gap_s: float  # inf: never reset on forward gaps
+
+
+def _descriptor(description: str, type_: int, *, read_only: bool = True, **ranges) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, type=type_, read_only=read_only, **ranges)
+
+
+_STR, _BOOL, _INT, _DOUBLE, _STRS = (
+    ParameterType.PARAMETER_STRING,
+    ParameterType.PARAMETER_BOOL,
+    ParameterType.PARAMETER_INTEGER,
+    ParameterType.PARAMETER_DOUBLE,
+    ParameterType.PARAMETER_STRING_ARRAY,
+)
+
+# name: (default, descriptor). Read-only ones need a restart: they decide what is loaded and subscribed.
+PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
+    "model": ("lstm_icnet_v2", _descriptor("registered model name (`vseg models` lists them)", _STR)),
+    "weights": ("", _descriptor("checkpoint (.safetensors with its .json); empty: random weights", _STR)),
+    "device": ("auto", _descriptor("auto | cpu | cuda | cuda:N", _STR)),
+    "precision": ("fp32", _descriptor("fp32 | fp16 | bf16 (fp16/bf16 need CUDA)", _STR)),
+    "cameras": (
+        [""],
+        _descriptor('input namespaces: "" reads `image`, "front" reads `front/image`; one state each', _STRS),
+    ),
+    "compressed": (False, _descriptor("read <camera>/image/compressed (sensor_msgs/CompressedImage)", _BOOL)),
+    "keyframe_policy": (
+        "fixed",
+        _descriptor("fixed | adaptive: when Accel/DFF models run their reference branch", _STR, read_only=False),
+    ),
+    "keyframe_interval": (
+        5,
+        _descriptor(
+            "frames between keyframes (fixed) or at most (adaptive)",
+            _INT,
+            read_only=False,
+            integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)],
+        ),
+    ),
+    "input_width": (
+        0,
+        _descriptor(
+            "resize frames to this width before the model; 0 keeps the camera's size",
+            _INT,
+            integer_range=[IntegerRange(from_value=0, to_value=MAX_INPUT_SIDE, step=1)],
+        ),
+    ),
+    "input_height": (
+        0,
+        _descriptor(
+            "resize frames to this height before the model; 0 keeps the camera's size",
+            _INT,
+            integer_range=[IntegerRange(from_value=0, to_value=MAX_INPUT_SIDE, step=1)],
+        ),
+    ),
+    "palette_file": ("", _descriptor("class names and colours, YAML like config/palettes/camvid.yaml", _STR)),
+    "publish_color": (True, _descriptor("publish ~/color while someone subscribes", _BOOL)),
+    "publish_overlay": (True, _descriptor("publish ~/overlay while someone subscribes", _BOOL)),
+    "publish_confidence": (True, _descriptor("publish ~/confidence while someone subscribes", _BOOL)),
+    "overlay_alpha": (
+        0.5,
+        _descriptor(
+            "weight of the class colours in ~/overlay",
+            _DOUBLE,
+            floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)],
+        ),
+    ),
+    "reset_gap_s": (
+        1.0,
+        _descriptor("reset the temporal state when stamps jump forward by more than this; 0 never", _DOUBLE),
+    ),
+}
+
+
+def declare_parameters(node: Node) -> None:
+    for name, (default, descriptor) in PARAMETERS.items():
+        node.declare_parameter(name, default, descriptor)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ParameterError(f"parameter '{name}' must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def check_keyframe_settings(policy: str, interval: int) -> None:
+    """Validate the two run-time changeable parameters (also used by the set-parameters callback)."""
+    _choice("keyframe_policy", policy, KEYFRAME_POLICIES)
+    if not 1 <= interval <= 1000:
+        raise ParameterError(f"parameter 'keyframe_interval' must be in 1..1000, got {interval}")
+
+
+def read_config(node: Node) -> NodeConfig:
+    """Read the declared parameters into a :class:`NodeConfig`; ParameterError names a bad one."""
+    p = {name: node.get_parameter(name).value for name in PARAMETERS}
+    if not p["model"]:
+        raise ParameterError("parameter 'model' is empty: name a registered model (`vseg models` lists them)")
+    device = p["device"]
+    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ParameterError(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {device!r}")
+    cameras = tuple(p["cameras"])
+    if not cameras or len(set(cameras)) != len(cameras):
+        raise ParameterError(f"parameter 'cameras' must list distinct namespaces (\"\" for `image`), got {cameras}")
+    for cam in cameras:
+        if cam.startswith("/") or cam.endswith("/") or " " in cam:
+            raise ParameterError(f"parameter 'cameras': {cam!r} must be a relative namespace like 'front'")
+    check_keyframe_settings(p["keyframe_policy"], p["keyframe_interval"])
+    width, height = p["input_width"], p["input_height"]
+    if (width == 0) != (height == 0):
+        raise ParameterError("parameters 'input_width' and 'input_height' must both be 0 or both be set")
+    gap = p["reset_gap_s"]
+    if math.isnan(gap) or gap < 0:
+        raise ParameterError(f"parameter 'reset_gap_s' must be >= 0 seconds (0 never resets on gaps), got {gap}")
+    return NodeConfig(
+        model=p["model"],
+        weights=p["weights"],
+        device=device,
+        precision=_choice("precision", p["precision"], PRECISIONS),
+        cameras=cameras,
+        compressed=p["compressed"],
+        keyframe_policy=p["keyframe_policy"],
+        keyframe_interval=p["keyframe_interval"],
+        input_size=(height, width) if width else None,
+        palette_file=p["palette_file"],
+        publish_color=p["publish_color"],
+        publish_overlay=p["publish_overlay"],
+        publish_confidence=p["publish_confidence"],
+        overlay_alpha=p["overlay_alpha"],
+        reset_gap_s=gap if gap > 0 else math.inf,
+    )
