@@ -1,0 +1,78 @@
+"""rosbag2 reading and writing through rosbags with rclpy message objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+
+from vseg.msg import SegmentationInfo
+from vseg_ros.bags import BagError, BagWriter, list_topics, read_messages
+
+
+def _image(i: int) -> Image:
+    data = np.random.default_rng(i).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    msg = Image(height=6, width=8, encoding="rgb8", step=24, data=data.tobytes())
+    msg.header.stamp.sec, msg.header.frame_id = 1000 + i, "cam"
+    return msg
+
+
+def _write(path, storage="mcap", n=5):
+    with BagWriter(path, storage=storage) as bag:
+        for i in range(n):
+            bag.write("/camera/image_raw", (1000 + i) * 10**9, _image(i))
+            bag.write("/seg/info", (1000 + i) * 10**9 + 1, SegmentationInfo(model="m", frames_processed=i))
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_round_trip_keeps_every_message_in_order(tmp_path, storage):
+    path = tmp_path / "bag"
+    _write(path, storage)
+    assert [(t.name, t.msgtype, t.count) for t in list_topics(path)] == [
+        ("/camera/image_raw", "sensor_msgs/msg/Image", 5),
+        ("/seg/info", "vseg/msg/SegmentationInfo", 5),
+    ]
+    got = list(read_messages(path, {"/camera/image_raw": Image, "/seg/info": SegmentationInfo}))
+    assert [t for t, _, _ in got] == ["/camera/image_raw", "/seg/info"] * 5
+    assert [ts for _, ts, _ in got] == sorted(ts for _, ts, _ in got)
+    images = [m for t, _, m in got if t == "/camera/image_raw"]
+    assert images == [_image(i) for i in range(5)]
+    assert [m.frames_processed for t, _, m in got if t == "/seg/info"] == list(range(5))
+
+
+def test_missing_topic_lists_the_topics_there_are(tmp_path):
+    _write(tmp_path / "bag")
+    with pytest.raises(BagError, match=r"no topic /image.*/camera/image_raw \[sensor_msgs/msg/Image\]"):
+        list(read_messages(tmp_path / "bag", {"/image": Image}))
+
+
+def test_wrong_type_names_both_types(tmp_path):
+    _write(tmp_path / "bag")
+    with pytest.raises(BagError, match="carries sensor_msgs/msg/Image, expected sensor_msgs/msg/CompressedImage"):
+        list(read_messages(tmp_path / "bag", {"/camera/image_raw": CompressedImage}))
+
+
+def test_unreadable_and_truncated_bags(tmp_path):
+    with pytest.raises(BagError, match="no bag at"):
+        list_topics(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BagError, match="cannot read bag"):
+        list_topics(tmp_path / "empty")
+    path = tmp_path / "bag"
+    _write(path, n=40)
+    (mcap,) = path.glob("*.mcap")
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    with pytest.raises(BagError, match="bag"):
+        list(read_messages(path, {"/camera/image_raw": Image}))
+
+
+def test_writer_refuses_to_overwrite_and_mixing_types(tmp_path):
+    (tmp_path / "bag").mkdir()
+    with pytest.raises(BagError, match="exists already"):
+        BagWriter(tmp_path / "bag")
+    with pytest.raises(BagError, match="storage must be"), BagWriter(tmp_path / "b2", storage="zip"):
+        pass
+    with BagWriter(tmp_path / "b3") as bag:
+        bag.write("/t", 1, _image(0))
+        with pytest.raises(BagError, match="already carries"):
+            bag.write("/t", 2, SegmentationInfo())
