@@ -7,6 +7,7 @@ this module sees the very message objects a live subscription would deliver.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -19,7 +20,7 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-__all__ = ["BagError", "BagTopic", "BagWriter", "list_topics", "read_messages", "ros_type_name"]
+__all__ = ["BagError", "BagTopic", "BagWriter", "list_topics", "message_class", "read_messages", "ros_type_name"]
 
 _STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -39,6 +40,17 @@ def ros_type_name(msg_class: type) -> str:
     """'sensor_msgs/msg/Image' for rclpy's sensor_msgs.msg.Image."""
     package = msg_class.__module__.split(".")[0]
     return f"{package}/msg/{msg_class.__name__}"
+
+
+def message_class(msgtype: str) -> type:
+    """The rclpy class of 'pkg/msg/Name' (the package's Python messages must be importable)."""
+    parts = msgtype.split("/")
+    if len(parts) != 3 or parts[1] != "msg":
+        raise BagError(f"message type {msgtype!r} is not of the form package/msg/Name")
+    try:
+        return getattr(importlib.import_module(f"{parts[0]}.msg"), parts[2])
+    except (ImportError, AttributeError):
+        raise BagError(f"message type {msgtype} is not installed here (no Python module {parts[0]}.msg)") from None
 
 
 def _open(path: Path) -> Reader:

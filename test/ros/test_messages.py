@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import vseg_core.resets as resets
 from vseg.msg import SegmentationClasses, SegmentationInfo
+from vseg_core import resets
 
 
 def test_reset_reasons_of_the_core_are_the_message_constants():
