@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from vseg_core.keyframes import AdaptiveConfig, AdaptiveKeyframes, FixedInterval, make_keyframe_policy
+
+
+def _run(policy, extras_per_frame, frames):
+    """Simulate the runtime: a keyframe first, then ask, step (observe), count."""
+    keys, distance = [True], 0
+    for i in range(1, frames):
+        key = policy.should_key(distance + 1)
+        keys.append(key)
+        policy.observe(extras_per_frame(i), is_keyframe=key)
+        distance = 0 if key else distance + 1
+    return keys
+
+
+def _flow(px_per_frame, width=40):
+    flow = torch.zeros(1, 2, 10, width)
+    flow[:, 0] = px_per_frame
+    return {"flow": flow}
+
+
+def test_fixed_interval():
+    assert _run(FixedInterval(3), lambda i: {}, 8) == [True, False, False, True, False, False, True, False]
+    assert all(_run(FixedInterval(1), lambda i: {}, 4))
+
+
+def test_adaptive_keys_on_accumulated_motion_within_bounds():
+    # 1 px per frame on a 40 px wide flow map = 2.5 % of the width per frame: passes 4 % on the 2nd frame.
+    policy = AdaptiveKeyframes(AdaptiveConfig(max_interval=10, motion_threshold=0.04))
+    assert _run(policy, lambda i: _flow(1.0), 7) == [True, False, False, True, False, False, True]
+    # A still scene keys only at the maximum interval.
+    still = AdaptiveKeyframes(AdaptiveConfig(max_interval=4))
+    assert _run(still, lambda i: _flow(0.0), 9) == [True, False, False, False, True, False, False, False, True]
+    # min_interval holds keyframes apart even under fast motion.
+    fast = AdaptiveKeyframes(AdaptiveConfig(max_interval=10, min_interval=3, motion_threshold=0.01))
+    assert _run(fast, lambda i: _flow(5.0), 7) == [True, False, False, True, False, False, True]
+
+
+def test_adaptive_keys_on_disagreement():
+    policy = AdaptiveKeyframes(AdaptiveConfig(max_interval=10, disagreement_threshold=0.2))
+    share = {1: 0.05, 2: 0.3, 3: 0.0, 4: 0.0}
+    keys = _run(policy, lambda i: {"disagreement": torch.tensor(share.get(i, 0.0))}, 5)
+    assert keys == [True, False, False, True, False]
+
+
+def test_bad_settings_and_names():
+    with pytest.raises(ValueError, match="interval must be an integer >= 1"):
+        FixedInterval(0)
+    with pytest.raises(ValueError, match="min_interval <= max_interval"):
+        AdaptiveConfig(max_interval=2, min_interval=3)
+    with pytest.raises(ValueError, match="motion_threshold"):
+        AdaptiveConfig(motion_threshold=0)
+    with pytest.raises(ValueError, match="unknown keyframe policy 'often'; policies: fixed, adaptive"):
+        make_keyframe_policy("often")
+    assert make_keyframe_policy("fixed", interval=4).max_interval == 4
+    assert make_keyframe_policy("adaptive", max_interval=7).max_interval == 7
+    with pytest.raises(ValueError, match="flow"):
+        AdaptiveKeyframes().observe({"flow": torch.zeros(1, 3, 4, 4)}, is_keyframe=False)
