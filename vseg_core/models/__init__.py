@@ -3,6 +3,9 @@
 from vseg_core.models.registry import ModelEntry, create_model, get_model_entry, list_models, register_model
 from vseg_core.models.streaming import StatelessSegmenter, StepOutput, StreamingSegmenter
 
+# Each import registers that module's models.
+from vseg_core.models import icnet, lstm_icnet  # noqa: E402, F401  isort: skip
+
 __all__ = [
     "ModelEntry",
     "StatelessSegmenter",

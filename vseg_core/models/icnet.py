@@ -1,0 +1,121 @@
+"""ICNet (Zhao et al., ECCV 2018): three resolutions, cascade feature fusion, one classifier.
+
+- low branch: the frame at 1/4 size through PSPNet-50 (half width, dilated conv4/conv5) and
+  pyramid pooling -> 1/32 of the frame;
+- medium branch: the frame at 1/2 size through the same network's first stages up to conv3_1,
+  whose features the low branch continues from (the branches share those weights) -> 1/16;
+- high branch: the full frame through three strided 3x3 convolutions -> 1/8.
+Two cascade feature fusions merge them at 1/16 and 1/8; the classifier runs at 1/4 and the
+scores are upsampled to the frame. The layer list follows the ICNet model used by LSTM-ICNet;
+its auxiliary classifiers for cascade label guidance are not built (inference-time network).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vseg_core.models.registry import register_model
+from vseg_core.models.streaming import StatelessSegmenter, check_frame
+from vseg_core.nn.icnet_parts import CascadeFeatureFusion, PyramidPoolingSum, Tap, conv_bn, make_stage
+from vseg_core.nn.normalize import ImageNormalize
+from vseg_core.timing import StageTimer
+
+__all__ = ["TAP_POINTS", "ICNet", "ICNetBody", "icnet"]
+
+#: Where a temporal module can sit, in the names of the LSTM-ICNet code's placements:
+#: "sub1" after the high branch's 1x1 projection (v1), "sub4" after CFF1's dilated convolution on
+#: the low branch (v3), "sub2" after the medium branch's projection (v4), "fused" after CFF2 (v2).
+TAP_POINTS = ("sub1", "sub2", "sub4", "fused")
+
+
+def _width(channels: int, width: float) -> int:
+    """Scale a channel count; multiples of 4 so that bottlenecks keep a whole quarter."""
+    return max(4, round(channels * width / 4) * 4)
+
+
+class ICNetBody(nn.Module):
+    """ICNet from normalised frame to fused features; ``taps`` insert modules at ``TAP_POINTS``.
+
+    width: channel multiplier (1.0 is the paper's network; small values make quick CPU models).
+    Output of ``forward``: (B, fused_channels, ceil(H/8), ceil(W/8)) features after CFF2 (and the
+    "fused" tap).
+    """
+
+    def __init__(self, *, width: float = 1.0, norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
+        super().__init__()
+        if not 0 < width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {width}")
+
+        def c(channels: int) -> int:
+            return _width(channels, width)
+
+        self.fused_channels = c(128)
+        # Medium branch (1/2 input): stem, pool, conv2, conv3_1.
+        self.stem = nn.Sequential(
+            conv_bn(3, c(32), 3, stride=2, norm_layer=norm_layer),
+            conv_bn(c(32), c(32), 3, norm_layer=norm_layer),
+            conv_bn(c(32), c(64), 3, norm_layer=norm_layer),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        self.conv2 = make_stage(c(64), c(128), 3, norm_layer=norm_layer)
+        self.conv3_1 = make_stage(c(128), c(256), 1, stride=2, norm_layer=norm_layer)
+        # Low branch (conv3_1 features at half size): rest of conv3, dilated conv4 and conv5, pooling.
+        self.conv3_rest = make_stage(c(256), c(256), 3, norm_layer=norm_layer)
+        self.conv4 = make_stage(c(256), c(512), 6, dilation=2, norm_layer=norm_layer)
+        self.conv5 = make_stage(c(512), c(1024), 3, dilation=4, norm_layer=norm_layer)
+        self.pyramid = PyramidPoolingSum((1, 2, 3, 4))
+        self.conv5_4 = conv_bn(c(1024), c(256), 1, norm_layer=norm_layer)
+        # High branch (full input).
+        self.sub1 = nn.Sequential(
+            conv_bn(3, c(32), 3, stride=2, norm_layer=norm_layer),
+            conv_bn(c(32), c(32), 3, stride=2, norm_layer=norm_layer),
+            conv_bn(c(32), c(64), 3, stride=2, norm_layer=norm_layer),
+        )
+        self.cff1 = CascadeFeatureFusion(c(256), c(256), c(128), norm_layer=norm_layer)
+        self.cff2 = CascadeFeatureFusion(c(128), c(64), c(128), norm_layer=norm_layer)
+
+    def forward(self, x: Tensor, taps: Mapping[str, Tap] | None = None) -> Tensor:
+        """x: normalised (B, 3, H, W) -> fused features (B, fused_channels, ~H/8, ~W/8)."""
+        taps = taps or {}
+        half = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, recompute_scale_factor=True)
+        sub2 = self.conv3_1(self.conv2(self.stem(half)))  # 1/16
+        quarter = F.interpolate(
+            sub2, scale_factor=0.5, mode="bilinear", align_corners=False, recompute_scale_factor=True
+        )
+        sub4 = self.conv5_4(self.pyramid(self.conv5(self.conv4(self.conv3_rest(quarter)))))  # 1/32
+        sub24 = self.cff1(sub4, sub2, coarse_tap=taps.get("sub4"), fine_tap=taps.get("sub2"))  # 1/16
+        sub1 = self.sub1(x)  # 1/8
+        fused = self.cff2(sub24, sub1, fine_tap=taps.get("sub1"))
+        tap = taps.get("fused")
+        return tap(fused) if tap else fused
+
+
+class ICNet(StatelessSegmenter):
+    """ICNet as a single-frame video model: classifier at 1/4, bilinear to the frame size."""
+
+    def __init__(self, *, num_classes: int = 19, width: float = 1.0) -> None:
+        super().__init__(num_classes)
+        self.normalize = ImageNormalize()
+        self.body = ICNetBody(width=width)
+        self.classifier = nn.Conv2d(self.body.fused_channels, num_classes, 1)
+
+    def segment(self, frame: Tensor, timer: StageTimer) -> Tensor:
+        check_frame(frame)
+        with timer.stage("features"):
+            features = self.body(self.normalize(frame))
+        with timer.stage("fusion"):
+            return classify(self.classifier, features, frame.shape[-2:])
+
+
+def classify(classifier: nn.Module, features: Tensor, size: tuple[int, int]) -> Tensor:
+    """ICNet's head: x2 upsampling to 1/4, the 1x1 classifier, bilinear to ``size``."""
+    up = F.interpolate(features, scale_factor=2.0, mode="bilinear", align_corners=False)
+    return F.interpolate(classifier(up), size=size, mode="bilinear", align_corners=False)
+
+
+@register_model("icnet", family="convlstm", description="ICNet, the single-frame base of LSTM-ICNet")
+def icnet(*, num_classes: int = 19, width: float = 1.0) -> ICNet:
+    return ICNet(num_classes=num_classes, width=width)

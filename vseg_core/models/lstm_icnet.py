@@ -1,0 +1,144 @@
+"""LSTM-ICNet (Pfeuffer & Dietmayer, IV 2019 / ITSC 2019): ICNet with ConvLSTM cells inside.
+
+Placements follow the versions of the authors' code (the paper's model is v2):
+
+=====  ==============================================================  =======================
+v1     end of the high-resolution branch (after its 1x1 projection)    sub1
+v2     after the second cascade feature fusion, before the classifier   fused
+v3     end of the low-resolution branch (CFF1's dilated convolution)   sub4
+v4     end of the medium-resolution branch (after its projection)      sub2
+v5     all three branches                                              sub1, sub2, sub4
+v6     all three branches and after the fusion                         sub1, sub2, sub4, fused
+=====  ==============================================================  =======================
+
+Every cell has 128 input and hidden channels (times ``width``). ``reduce_channels`` (the 2020
+"Faster" LSTM-ICNet) feeds the cell a 1x1 reduction of its input to 64/48/32 channels and carries
+the remaining channels past it on a 1x1 skip path, so the block keeps its width.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vseg_core.models.icnet import ICNetBody, classify
+from vseg_core.models.registry import register_model
+from vseg_core.models.streaming import StepOutput, StreamingSegmenter, check_frame
+from vseg_core.nn.convlstm import CONV_VARIANTS, ConvLSTMCell, LSTMState
+from vseg_core.nn.normalize import ImageNormalize
+from vseg_core.timing import NullTimer, StageTimer
+
+__all__ = ["PLACEMENTS", "REDUCE_CHANNELS", "LSTMICNet", "TemporalBlock"]
+
+PLACEMENTS: dict[str, tuple[str, ...]] = {
+    "v1": ("sub1",),
+    "v2": ("fused",),
+    "v3": ("sub4",),
+    "v4": ("sub2",),
+    "v5": ("sub1", "sub2", "sub4"),
+    "v6": ("sub1", "sub2", "sub4", "fused"),
+}
+REDUCE_CHANNELS = (64, 48, 32)
+_NULL_TIMER = NullTimer()
+
+
+class TemporalBlock(nn.Module):
+    """A ConvLSTM cell on (B, C, H, W) features -> (B, C, H, W), optionally on a reduced input.
+
+    reduce_channels=None: the cell maps C -> C. Otherwise a 1x1 conv gives the cell R channels,
+    another 1x1 conv carries C - R channels past it, and the two are concatenated.
+    """
+
+    def __init__(self, channels: int, *, conv: str, reduce_channels: int | None = None, kernel_size: int = 3) -> None:
+        super().__init__()
+        if reduce_channels is not None and not 0 < reduce_channels < channels:
+            raise ValueError(f"reduce_channels must be between 0 and {channels} (exclusive), got {reduce_channels}")
+        self.channels = channels
+        cell_channels = reduce_channels or channels
+        self.reduce = nn.Conv2d(channels, reduce_channels, 1) if reduce_channels else None
+        self.skip = nn.Conv2d(channels, channels - reduce_channels, 1) if reduce_channels else None
+        self.cell = ConvLSTMCell(cell_channels, cell_channels, kernel_size=kernel_size, conv=conv)
+
+    def forward(self, x: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+        if self.reduce is None:
+            return self.cell(x, state)
+        h, state = self.cell(self.reduce(x), state)
+        return torch.cat([h, self.skip(x)], dim=1), state
+
+
+class LSTMICNet(StreamingSegmenter):
+    """ICNet with temporal blocks at ``placement``; state = one (h, c) per block, on the device."""
+
+    def __init__(
+        self,
+        *,
+        placement: str = "v2",
+        num_classes: int = 19,
+        conv: str = "standard",
+        reduce_channels: int | None = None,
+        width: float = 1.0,
+    ) -> None:
+        super().__init__(num_classes)
+        if placement not in PLACEMENTS:
+            raise ValueError(f"unknown placement {placement!r}; placements: {', '.join(PLACEMENTS)}")
+        if conv not in CONV_VARIANTS:
+            raise ValueError(f"unknown conv {conv!r}; LSTM-ICNet convs: {', '.join(CONV_VARIANTS)}")
+        if reduce_channels is not None and reduce_channels not in REDUCE_CHANNELS:
+            raise ValueError(
+                f"reduce_channels must be None or one of {', '.join(map(str, REDUCE_CHANNELS))}, got {reduce_channels}"
+            )
+        if reduce_channels is not None:
+            reduce_channels = max(4, round(reduce_channels * width))
+        self.placement = placement
+        self.normalize = ImageNormalize()
+        self.body = ICNetBody(width=width)
+        channels = self.body.fused_channels  # 128 x width at every tap point
+        self.temporal = nn.ModuleDict(
+            {tap: TemporalBlock(channels, conv=conv, reduce_channels=reduce_channels) for tap in PLACEMENTS[placement]}
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def init_state(self, frame: Tensor) -> dict[str, LSTMState | None]:
+        """Zero state, created lazily by each cell on the first frame's device and dtype."""
+        return dict.fromkeys(self.temporal)
+
+    def step(
+        self, frame: Tensor, state: dict[str, Any], *, is_keyframe: bool = True, timer: StageTimer = _NULL_TIMER
+    ) -> StepOutput:
+        check_frame(frame)
+        if state is None or set(state) != set(self.temporal):
+            raise ValueError(f"state must map {sorted(self.temporal)} to (h, c) or None; use init_state(frame)")
+        new_state: dict[str, LSTMState] = {}
+
+        def tap_for(name: str):
+            def run(x: Tensor) -> Tensor:
+                y, new_state[name] = self.temporal[name](x, state[name])
+                return y
+
+            return run
+
+        with timer.stage("features"):
+            features = self.body(self.normalize(frame), {name: tap_for(name) for name in self.temporal})
+        with timer.stage("fusion"):
+            logits = classify(self.classifier, features, frame.shape[-2:])
+        return StepOutput(logits=logits, state=new_state, ran=frozenset({"icnet", *self.temporal}))
+
+
+def _register(placement: str) -> None:
+    def build(
+        *, num_classes: int = 19, conv: str = "standard", reduce_channels: int | None = None, width: float = 1.0
+    ) -> LSTMICNet:
+        return LSTMICNet(
+            placement=placement, num_classes=num_classes, conv=conv, reduce_channels=reduce_channels, width=width
+        )
+
+    taps = ", ".join(PLACEMENTS[placement])
+    register_model(
+        f"lstm_icnet_{placement}", family="convlstm", description=f"LSTM-ICNet {placement}: ConvLSTM at {taps}"
+    )(build)
+
+
+for _placement in PLACEMENTS:
+    _register(_placement)
