@@ -1,0 +1,138 @@
+"""The `vseg` command's core subcommands (no ROS). vseg_ros.cli adds the ROS ones (`bag ...`).
+
+Each subcommand registers itself with :func:`add_command`; errors a user can fix are printed as
+one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["CliError", "build_parser", "main", "parse_config", "run"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def _models(args: argparse.Namespace) -> int:
+    from vseg_core.cost import count_cost
+    from vseg_core.models.registry import create_model, get_model_entry, list_models
+
+    names = args.names or list_models()
+    rows = []
+    for name in names:
+        try:
+            entry = get_model_entry(name)
+            model = create_model(name, num_classes=args.classes, **{**args.config.get("*", {}), **args.config.get(name, {})})
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        cost = count_cost(model, height=args.height, width=args.width, name=name)
+        rows.append(
+            {
+                "name": name,
+                "family": entry.family,
+                "description": entry.description,
+                "params": cost.params,
+                "keyframe_gflops": round(cost.keyframe_gflops, 3),
+                "nonkey_gflops": round(cost.nonkey_gflops, 3),
+                "uses_keyframes": cost.uses_keyframes,
+                "cell_params": cost.cell_params,
+                "cell_gflops": round(cost.cell_keyframe_gflops, 3),
+            }
+        )
+    if args.json:
+        json.dump({"height": args.height, "width": args.width, "classes": args.classes, "models": rows}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{args.height}x{args.width} input, {args.classes} classes; GFLOPs per frame (FLOP counter, 2 per MAC)")
+    columns = ("model", "family", "params", "key GFLOPs", "non-key", "cell params", "cell GFLOPs")
+    widths = (16, 9, 11, 11, 9, 12, 12)
+    print(" ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(columns, widths, strict=True))))
+    print("-" * (sum(widths) + len(widths) - 1))
+    for r in rows:
+        cells = [
+            r["name"],
+            r["family"],
+            f"{r['params']:,d}",
+            f"{r['keyframe_gflops']:.2f}",
+            f"{r['nonkey_gflops']:.2f}" if r["uses_keyframes"] else "-",
+            f"{r['cell_params']:,d}" if r["cell_params"] else "-",
+            f"{r['cell_gflops']:.2f}" if r["cell_params"] else "-",
+        ]
+        print(
+            " ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        )
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    parser = argparse.ArgumentParser(prog="vseg", description="Semantic segmentation of video that uses time.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = commands.add_parser("models", help="list registered models with parameters and GFLOPs per frame")
+    p.add_argument("names", nargs="*", help="models to list (default: all)")
+    p.add_argument("--height", type=_positive_int, default=1024, help="input height in pixels (default 1024)")
+    p.add_argument("--width", type=_positive_int, default=2048, help="input width in pixels (default 2048)")
+    p.add_argument("--classes", type=_positive_int, default=19, help="number of classes (default 19)")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="[MODEL:]KEY=VALUE",
+        help="model setting, e.g. conv=separable or lstm_icnet_v2:reduce_channels=32 (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(handler=_models)
+    return parser, commands
+
+
+def parse_config(items: Sequence[str]) -> dict[str, dict[str, object]]:
+    """["conv=separable", "accel18:motion=dis"] -> {"*": {"conv": "separable"}, "accel18": {...}};
+    values are read as JSON where they parse (numbers, true/false, null), else kept as text."""
+    config: dict[str, dict[str, object]] = {}
+    for item in items:
+        head, sep, text = item.partition("=")
+        target, _, key = head.rpartition(":")
+        if not sep or not key:
+            raise CliError(f"--config expects [MODEL:]KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        config.setdefault(target or "*", {})[key] = value
+    return config
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    try:
+        if hasattr(args, "config") and isinstance(args.config, list):
+            args.config = parse_config(args.config)
+        return args.handler(args)
+    except CliError as exc:
+        print(f"vseg {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, _ = build_parser()
+    return run(parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
