@@ -29,7 +29,8 @@ def _models(args: argparse.Namespace) -> int:
     for name in names:
         try:
             entry = get_model_entry(name)
-            model = create_model(name, num_classes=args.classes, **{**args.config.get("*", {}), **args.config.get(name, {})})
+            config = {**args.config.get("*", {}), **args.config.get(name, {})}
+            model = create_model(name, num_classes=args.classes, **config)
         except ValueError as exc:
             raise CliError(str(exc)) from None
         cost = count_cost(model, height=args.height, width=args.width, name=name)

@@ -1,0 +1,158 @@
+"""Checkpoints: weights in safetensors, the model's identity in JSON beside them. Nothing is unpickled.
+
+``NAME.safetensors`` holds the tensors of ``model.state_dict()``; ``NAME.json`` holds the registered
+model name, the keyword config it was built with, the classes and colours, and free-form
+provenance (dataset, steps, metrics). Loading rebuilds the model with ``create_model`` from the
+JSON and then requires the tensors to match it exactly: no partial loads.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vseg_core.models.registry import create_model
+from vseg_core.palette import ClassPalette, PaletteError
+
+__all__ = ["CheckpointError", "CheckpointRecord", "load_checkpoint", "read_checkpoint_record", "save_checkpoint"]
+
+FORMAT = "vseg-checkpoint"
+FORMAT_VERSION = 1
+_MAX_JSON_BYTES = 1 << 20
+_MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit for the JSON header
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    model: str
+    config: dict[str, Any]
+    palette: ClassPalette | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | Path, *, palette: ClassPalette | None = None, **metadata: Any
+) -> Path:
+    """Write ``path`` (.safetensors) and its .json; return the .safetensors path.
+
+    ``model`` must come from ``create_model`` (it carries ``model_name`` and ``model_config``).
+    ``metadata`` must be JSON-serialisable (training provenance, metrics).
+    """
+    name, config = getattr(model, "model_name", None), getattr(model, "model_config", None)
+    if name is None or config is None:
+        raise CheckpointError("only models built by vseg_core.create_model can be saved (they know their name)")
+    weights, record = _paths(path)
+    if palette is not None and palette.num_classes != getattr(model, "num_classes", palette.num_classes):
+        raise CheckpointError(f"palette has {palette.num_classes} classes, the model predicts {model.num_classes}")
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "model": name,
+        "config": config,
+        "palette": palette.to_dict() if palette else None,
+        "metadata": metadata,
+    }
+    try:
+        text = json.dumps(payload, indent=2, sort_keys=True)
+    except TypeError as exc:
+        raise CheckpointError(f"metadata and config must be JSON-serialisable: {exc}") from None
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(weights), metadata={"format": FORMAT, "model": name})
+    record.write_text(text + "\n", encoding="utf-8")
+    return weights
+
+
+def read_checkpoint_record(path: str | Path) -> CheckpointRecord:
+    """The JSON half of a checkpoint, validated; cheap (no tensors are read)."""
+    _, record = _paths(path)
+    if not record.is_file():
+        raise CheckpointError(f"no checkpoint record {record} (a checkpoint is NAME.safetensors + NAME.json)")
+    if record.stat().st_size > _MAX_JSON_BYTES:
+        raise CheckpointError(f"{record} is larger than {_MAX_JSON_BYTES} bytes; not a vseg checkpoint record")
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{record} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f'{record} is not a vseg checkpoint record (no "format": "{FORMAT}")')
+    if data.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{record} has format version {data.get('version')}; this vseg reads {FORMAT_VERSION}")
+    if not isinstance(data.get("model"), str) or not isinstance(data.get("config"), dict):
+        raise CheckpointError(f"{record} must name a model (string) and its config (object)")
+    try:
+        palette = ClassPalette.from_dict(data["palette"], source=str(record)) if data.get("palette") else None
+    except PaletteError as exc:
+        raise CheckpointError(str(exc)) from None
+    return CheckpointRecord(data["model"], data["config"], palette, data.get("metadata") or {})
+
+
+def _check_safetensors(weights: Path) -> None:
+    """Validate the container before handing it to the loader: header length within the file."""
+    if not weights.is_file():
+        raise CheckpointError(f"no checkpoint weights {weights}")
+    size = weights.stat().st_size
+    with weights.open("rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        raise CheckpointError(f"{weights} is too short to be a safetensors file ({size} bytes)")
+    (header_len,) = struct.unpack("<Q", head)
+    if header_len > min(_MAX_HEADER_BYTES, size - 8):
+        raise CheckpointError(f"{weights} is not a valid safetensors file (header of {header_len} bytes in {size})")
+
+
+def load_checkpoint(
+    path: str | Path, *, device: str | torch.device = "cpu", expect_model: str | None = None
+) -> nn.Module:
+    """Rebuild the model recorded beside ``path`` and load its weights, all or nothing.
+
+    expect_model: refuse a checkpoint of another registered model (names both).
+    The returned model carries ``checkpoint_record`` (a :class:`CheckpointRecord`).
+    """
+    weights, _ = _paths(path)
+    record = read_checkpoint_record(path)
+    if expect_model is not None and record.model != expect_model:
+        raise CheckpointError(f"{weights} holds a {record.model!r} model, not {expect_model!r}")
+    _check_safetensors(weights)
+    try:
+        model = create_model(record.model, **record.config)
+    except ValueError as exc:
+        raise CheckpointError(f"{weights}: cannot rebuild {record.model!r} from its record: {exc}") from None
+    try:
+        tensors = load_file(str(weights), device=str(device))
+    except Exception as exc:  # safetensors raises its own error type for damaged files
+        raise CheckpointError(f"{weights} could not be read: {type(exc).__name__}: {exc}") from None
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - expected.keys())
+    wrong = sorted(
+        f"{k}: file {tuple(tensors[k].shape)}, model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    )
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if items:
+                parts.append(f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''} ({len(items)})")
+        raise CheckpointError(f"{weights} does not match {record.model!r}: " + "; ".join(parts))
+    model.load_state_dict(tensors, strict=True)
+    model.checkpoint_record = record
+    return model.to(device)
