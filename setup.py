@@ -41,5 +41,5 @@ setup(
             "ros-diagnostic-msgs",
         ],
     },
-    entry_points={"console_scripts": ["vseg = vseg_core.cli:main"]},
+    entry_points={"console_scripts": ["vseg = vseg_ros.cli:main"]},
 )

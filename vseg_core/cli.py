@@ -72,6 +72,40 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from vseg_core.bench import BenchConfig, run_benchmark
+
+    try:
+        config = BenchConfig(
+            height=args.height, width=args.width, device=args.device, precision=args.precision,
+            frames=args.frames, warmup=args.warmup, keyframe_interval=args.interval,
+        )  # fmt: skip
+        models = [(name, {**args.config.get("*", {}), **args.config.get(name, {})}) for name in args.names]
+        results = run_benchmark(models, config)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        json.dump({"config": vars(config), "results": [r.as_dict() for r in results]}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(
+        f"{config.height}x{config.width}, {config.precision} on {results[0].device}, {config.frames} frames after "
+        f"{config.warmup} warm-up, keyframe every {config.keyframe_interval}; medians in ms, models interleaved"
+    )
+    print(
+        f"{'model':<16} {'total':>8} {'p25-p75':>15} {'key':>8} {'non-key':>8} {'outside':>8} {'share':>6} {'ratio':>6}"
+    )
+    for r in results:
+        key = f"{r.keyframe_ms:.1f}" if r.keyframe_ms is not None else "-"
+        nonkey = f"{r.nonkey_ms:.1f}" if r.nonkey_ms is not None else "-"
+        spread = f"{r.total_p25_ms:.1f}-{r.total_p75_ms:.1f}"
+        print(
+            f"{r.name:<16} {r.total_ms:8.1f} {spread:>15} {key:>8} {nonkey:>8} {r.outside_model_ms:8.1f} "
+            f"{r.outside_share:6.1%} {r.ratio_to_first:6.2f}"
+        )
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -99,6 +133,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     )
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(handler=_models)
+
+    p = commands.add_parser("bench", help="latency per frame through the runtime, ratios measured in one run")
+    p.add_argument("names", nargs="+", help="models; the first is the baseline of the ratios")
+    p.add_argument("--height", type=_positive_int, default=512)
+    p.add_argument("--width", type=_positive_int, default=1024)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--frames", type=_positive_int, default=20, help="timed frames per model")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames first")
+    p.add_argument("--interval", type=_positive_int, default=5, help="keyframe interval of keyframe models")
+    p.add_argument("--config", action="append", default=[], metavar="[MODEL:]KEY=VALUE", help="model setting")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(handler=_bench)
     return parser, commands
 
 
