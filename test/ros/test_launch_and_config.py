@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _installed_executables() -> set[str]:
     cmake = (REPO / "CMakeLists.txt").read_text()
-    return {Path(p).name for p in re.findall(r"install\(PROGRAMS ([^\s)]+)", cmake)}
+    (programs,) = re.findall(r"install\(PROGRAMS ([^)]+?) DESTINATION", cmake)
+    return {Path(p).name for p in programs.split()}
 
 
 def test_default_parameters_file_matches_the_declared_parameters():
@@ -29,7 +30,7 @@ def test_default_parameters_file_matches_the_declared_parameters():
 
 def test_launch_files_compile_and_name_existing_executables_parameters_and_files():
     launch_files = sorted((REPO / "launch").glob("*.launch.py"))
-    assert {p.name for p in launch_files} >= {"segmentation.launch.py"}
+    assert {p.name for p in launch_files} >= {"segmentation.launch.py", "replay.launch.py"}
     for path in launch_files:
         tree = ast.parse(path.read_text(), filename=str(path))
         compile(tree, str(path), "exec")
@@ -40,7 +41,8 @@ def test_launch_files_compile_and_name_existing_executables_parameters_and_files
         )
         for call in calls:
             kwargs = {k.arg: k.value for k in call.keywords}
-            if isinstance(kwargs.get("executable"), ast.Constant):
+            package = kwargs.get("package")
+            if isinstance(kwargs.get("executable"), ast.Constant) and getattr(package, "value", None) == "vseg":
                 assert kwargs["executable"].value in _installed_executables(), path.name
         strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         for ref in strings & {"config", "segmentation.yaml", "vseg.rviz"}:
@@ -50,3 +52,9 @@ def test_launch_files_compile_and_name_existing_executables_parameters_and_files
             loop = dict_node.generators[0].iter
             if isinstance(loop, ast.Tuple):
                 assert {e.value for e in loop.elts} <= set(PARAMETERS)
+
+
+def test_rviz_config_shows_the_camera_overlay_and_colours():
+    config = yaml.safe_load((REPO / "config" / "vseg.rviz").read_text())
+    topics = {d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"]}
+    assert topics == {"/camera/image_raw", "/segmentation/overlay", "/segmentation/color"}
