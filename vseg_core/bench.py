@@ -44,7 +44,7 @@ class BenchConfig:
 class BenchResult:
     """Milliseconds per frame (medians; p25/p75 for spread) of one model."""
 
-    name: str
+    name: str  # the model and the settings that differ from its defaults, e.g. "lstm_icnet_v2,conv=separable"
     config: dict
     device: str
     frames: int
@@ -97,9 +97,10 @@ def run_benchmark(models: list[tuple[str, dict]], config: BenchConfig) -> list[B
         nonkey = total[[not r.is_keyframe for r in rec]]
         median = float(np.median(total))
         first_total = first_total or median
+        label = ",".join([name, *(f"{k}={v}" for k, v in cfg.items())])
         results.append(
             BenchResult(
-                name=name,
+                name=label,
                 config=cfg,
                 device=str(seg.device),
                 frames=len(rec),

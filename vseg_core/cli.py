@@ -80,7 +80,12 @@ def _bench(args: argparse.Namespace) -> int:
             height=args.height, width=args.width, device=args.device, precision=args.precision,
             frames=args.frames, warmup=args.warmup, keyframe_interval=args.interval,
         )  # fmt: skip
-        models = [(name, {**args.config.get("*", {}), **args.config.get(name, {})}) for name in args.names]
+        models = []
+        for spec in args.names:
+            # "lstm_icnet_v2,conv=separable": one model of a run with its own settings.
+            name, *settings = spec.split(",")
+            own = parse_config(settings).get("*", {})
+            models.append((name, {**args.config.get("*", {}), **args.config.get(name, {}), **own}))
         results = run_benchmark(models, config)
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -100,7 +105,7 @@ def _bench(args: argparse.Namespace) -> int:
         nonkey = f"{r.nonkey_ms:.1f}" if r.nonkey_ms is not None else "-"
         spread = f"{r.total_p25_ms:.1f}-{r.total_p75_ms:.1f}"
         print(
-            f"{r.name:<16} {r.total_ms:8.1f} {spread:>15} {key:>8} {nonkey:>8} {r.outside_model_ms:8.1f} "
+            f"{r.name:<30} {r.total_ms:8.1f} {spread:>15} {key:>8} {nonkey:>8} {r.outside_model_ms:8.1f} "
             f"{r.outside_share:6.1%} {r.ratio_to_first:6.2f}"
         )
     return 0
@@ -135,7 +140,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.set_defaults(handler=_models)
 
     p = commands.add_parser("bench", help="latency per frame through the runtime, ratios measured in one run")
-    p.add_argument("names", nargs="+", help="models; the first is the baseline of the ratios")
+    p.add_argument(
+        "names", nargs="+", metavar="MODEL[,KEY=VALUE...]", help="models; the first is the baseline of the ratios"
+    )
     p.add_argument("--height", type=_positive_int, default=512)
     p.add_argument("--width", type=_positive_int, default=1024)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
