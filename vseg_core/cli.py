@@ -98,7 +98,7 @@ def _bench(args: argparse.Namespace) -> int:
         f"{config.warmup} warm-up, keyframe every {config.keyframe_interval}; medians in ms, models interleaved"
     )
     print(
-        f"{'model':<16} {'total':>8} {'p25-p75':>15} {'key':>8} {'non-key':>8} {'outside':>8} {'share':>6} {'ratio':>6}"
+        f"{'model':<30} {'total':>8} {'p25-p75':>15} {'key':>8} {'non-key':>8} {'outside':>8} {'share':>6} {'ratio':>6}"
     )
     for r in results:
         key = f"{r.keyframe_ms:.1f}" if r.keyframe_ms is not None else "-"
