@@ -10,10 +10,20 @@ comes after the last keyframe, 1 for the next one) and hands the model's
   the motion accumulated since the keyframe, measured on the model's own flow, passes a share of
   the image width, or the update branch disagrees too much with the warped reference. A maximum
   interval bounds how stale the reference can get.
+
+Signals a keyframe model may put in ``StepOutput.extras`` on non-keyframes (all optional; a policy
+uses what is there):
+
+- ``"flow"``: (B, 2, h, w) motion from the previous frame in pixels of the flow map itself.
+- ``"disagreement"``: scalar or (B,) share in [0, 1] of pixels where the update branch's class
+  differs from the warped reference's.
+- ``"reference_scores"`` and ``"update_scores"``: (B, C, h, w) score maps of the two branches at
+  the same size; the policy takes the disagreement of their argmax itself.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,24 +39,37 @@ __all__ = [
 ]
 
 
+def _check_count(name: str, value: object) -> int:
+    # ROS parameters and YAML give ints, numpy gives np.int64; bools and floats are mistakes.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1 (frames), got {value!r}")
+    return int(value)
+
+
 class KeyframePolicy(Protocol):
+    """What the runtime asks, per frame of a keyframe model."""
+
     #: The largest number of frames between keyframes (reported in SegmentationInfo).
     max_interval: int
 
-    def should_key(self, distance: int) -> bool: ...
+    def should_key(self, distance: int) -> bool:
+        """Before a frame: make it a keyframe? ``distance``: frames after the last keyframe (>= 1)."""
+        ...
 
-    def observe(self, extras: Mapping[str, Tensor], *, is_keyframe: bool) -> None: ...
+    def observe(self, extras: Mapping[str, Tensor], *, is_keyframe: bool) -> None:
+        """After that frame's step: the model's ``extras`` (device tensors; do not synchronise)."""
+        ...
 
-    def reset(self) -> None: ...
+    def reset(self) -> None:
+        """The stream starts over (the runtime makes its next frame a keyframe)."""
+        ...
 
 
 class FixedInterval:
     """A keyframe every ``interval`` frames (interval 1: every frame)."""
 
     def __init__(self, interval: int = 5) -> None:
-        if not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"keyframe interval must be an integer >= 1, got {interval!r}")
-        self.max_interval = interval
+        self.max_interval = _check_count("keyframe interval", interval)
 
     def should_key(self, distance: int) -> bool:
         return distance >= self.max_interval
@@ -76,6 +99,8 @@ class AdaptiveConfig:
     disagreement_threshold: float = 0.15
 
     def __post_init__(self) -> None:
+        _check_count("max_interval", self.max_interval)
+        _check_count("min_interval", self.min_interval)
         if not 1 <= self.min_interval <= self.max_interval:
             raise ValueError(
                 f"need 1 <= min_interval <= max_interval, got min {self.min_interval}, max {self.max_interval}"
@@ -110,6 +135,15 @@ class AdaptiveKeyframes:
             self._pending.append(("motion", flow.float().norm(dim=1).mean() / flow.shape[-1]))
         if "disagreement" in extras:
             self._pending.append(("disagreement", extras["disagreement"].float().mean()))
+        elif "reference_scores" in extras and "update_scores" in extras:
+            ref, upd = extras["reference_scores"], extras["update_scores"]
+            if ref.shape != upd.shape or ref.ndim != 4:
+                raise ValueError(
+                    "extras['reference_scores'] and ['update_scores'] must be (B, C, h, w) of one shape, got "
+                    f"{tuple(ref.shape)} and {tuple(upd.shape)}"
+                )
+            differs = ref.argmax(dim=1) != upd.argmax(dim=1)
+            self._pending.append(("disagreement", differs.float().mean()))
 
     def _settle(self) -> None:
         for name, value in self._pending:
@@ -135,10 +169,17 @@ class AdaptiveKeyframes:
         return f"AdaptiveKeyframes({self.config})"
 
 
+_POLICY_SETTINGS = {"fixed": ("interval",), "adaptive": tuple(AdaptiveConfig.__dataclass_fields__)}
+
+
 def make_keyframe_policy(name: str, **config) -> FixedInterval | AdaptiveKeyframes:
-    """``fixed`` (interval=N) or ``adaptive`` (the fields of :class:`AdaptiveConfig`)."""
+    """``fixed`` (interval=N) or ``adaptive`` (the fields of :class:`AdaptiveConfig`), for the CLI
+    and ROS parameters. Unknown names and settings raise ``ValueError``."""
+    if name not in _POLICY_SETTINGS:
+        raise ValueError(f"unknown keyframe policy {name!r}; policies: {', '.join(_POLICY_SETTINGS)}")
+    unknown = sorted(set(config) - set(_POLICY_SETTINGS[name]))
+    if unknown:
+        raise ValueError(f"keyframe policy {name!r} takes {', '.join(_POLICY_SETTINGS[name])}; got {unknown}")
     if name == "fixed":
         return FixedInterval(**config)
-    if name == "adaptive":
-        return AdaptiveKeyframes(AdaptiveConfig(**config))
-    raise ValueError(f"unknown keyframe policy {name!r}; policies: fixed, adaptive")
+    return AdaptiveKeyframes(AdaptiveConfig(**config))

@@ -4,12 +4,17 @@
 - :func:`flicker` / :class:`FlickerMeter`: FP and FIP of Pfeuffer & Dietmayer (LSTM-ICNet's
   inference.py). With predictions P_t and ground truth G_t, the error image is
   E_t = [P_t != G_t] * (G_t + 1); FP = sum_t #{E_t != E_{t-1}} / sum_t H*W over consecutive pairs;
-  FIP = sum_t #{P_t != P_{t-1}} / sum_t H*W and needs no ground truth. Like the reference code, FP
-  counts every pixel, ignore-labelled ones included.
+  FIP = sum_t #{P_t != P_{t-1}} / sum_t H*W and needs no ground truth.
+  Ignore pixels: by default FP counts every pixel, as the reference code does. An ignore-labelled
+  pixel has E_t = ignore_index + 1 whatever the prediction (a prediction never equals the ignore
+  id), so it adds no change while it stays ignored, yet it sits in the denominator and dilutes FP;
+  a pixel whose ground truth switches between ignored and labelled counts as a change. Pass
+  ``ignore_index`` to leave out, from numerator and denominator, every pixel ignored in either frame
+  of a pair; FIP never looks at ground truth.
 - :func:`temporal_consistency`: TC (ETC, ECCV 2020), the mIoU between P_t and P_{t+1} warped back
   to t by optical flow.
 - :func:`video_consistency`: VC_n (VSPW, CVPR 2021), among pixels whose ground truth stays constant
-  over n frames, the share whose prediction stays constant too.
+  over n frames, the share whose prediction stays constant too, averaged over the windows.
 - :class:`KeyframeOffsetMeter`: mIoU by distance from the last keyframe (the Accel evaluation).
 """
 
@@ -26,6 +31,7 @@ __all__ = [
     "flicker",
     "temporal_consistency",
     "video_consistency",
+    "warp_labels_back",
 ]
 
 
@@ -37,8 +43,12 @@ def _as_labels(x, name: str) -> np.ndarray:
 
 
 class ConfusionMatrix:
-    """Counts (ground truth, prediction) pairs; ``ignore_index`` pixels (and ids >= num_classes in
-    the ground truth) are left out."""
+    """Counts (ground truth, prediction) pairs in int64; ``ignore_index`` pixels are left out.
+
+    Ground truth ids must be class ids 0..num_classes-1 or ``ignore_index``: anything else is
+    refused rather than dropped, because it almost always means an unmapped label set (raw
+    Cityscapes ids, say) that would otherwise pass as a plausible mIoU.
+    """
 
     def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
         if num_classes < 1:
@@ -48,27 +58,35 @@ class ConfusionMatrix:
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)  # rows: ground truth
 
     def update(self, pred, gt) -> None:
+        """Add one (H, W) prediction and its (H, W) ground truth (numpy or torch integer arrays)."""
         pred, gt = _as_labels(pred, "pred"), _as_labels(gt, "gt")
         if pred.shape != gt.shape:
             raise ValueError(f"pred {pred.shape} and gt {gt.shape} differ in size")
-        valid = gt < self.num_classes
+        g, p = gt.astype(np.int64).ravel(), pred.astype(np.int64).ravel()
         if self.ignore_index is not None:
-            valid &= gt != self.ignore_index
-        p = pred[valid].astype(np.int64)
-        if p.size and (p.min() < 0 or p.max() >= self.num_classes):
-            raise ValueError(f"predictions must be class ids in 0..{self.num_classes - 1}, got {p.min()}..{p.max()}")
-        index = gt[valid].astype(np.int64) * self.num_classes + p
-        self.matrix += np.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
+            valid = g != self.ignore_index
+            g, p = g[valid], p[valid]
+        c = self.num_classes
+        if g.size and (g.min() < 0 or g.max() >= c):
+            raise ValueError(
+                f"ground truth ids must be 0..{c - 1} or the ignore index {self.ignore_index}, got {g.min()}..{g.max()}"
+            )
+        if p.size and (p.min() < 0 or p.max() >= c):
+            raise ValueError(f"predictions must be class ids in 0..{c - 1}, got {p.min()}..{p.max()}")
+        self.matrix += np.bincount(g * c + p, minlength=c * c).reshape(c, c)
 
     def iou(self) -> np.ndarray:
-        """(num_classes,) IoU per class; NaN for classes in neither ground truth nor prediction."""
+        """(num_classes,) IoU per class; NaN marks a class in neither ground truth nor prediction."""
         tp = np.diag(self.matrix).astype(np.float64)
         union = self.matrix.sum(0) + self.matrix.sum(1) - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
     def miou(self) -> float:
-        """Mean IoU over the classes that occur (in ground truth or prediction); NaN before any update."""
+        """Mean IoU over the classes that occur in the ground truth or the prediction.
+
+        Classes absent from both are left out (their IoU is 0/0, not 0), so the result is never
+        NaN once a pixel was counted; before that it is NaN.
+        """
         iou = self.iou()
         return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
@@ -78,37 +96,52 @@ class ConfusionMatrix:
 
 
 class FlickerMeter:
-    """FP and FIP over a stream of frames, one frame at a time (equal to :func:`flicker`)."""
+    """FP and FIP over a stream of frames, one frame at a time (equal to :func:`flicker`).
 
-    def __init__(self) -> None:
+    ignore_index: None counts every pixel in FP (the reference code); an id leaves out the pixels
+    ignored in either frame of a pair (see the module docstring).
+    """
+
+    def __init__(self, ignore_index: int | None = None) -> None:
+        self.ignore_index = ignore_index
         self._prev_pred: np.ndarray | None = None
         self._prev_error: np.ndarray | None = None
+        self._prev_valid: np.ndarray | None = None
         self.pred_changes = 0
         self.error_changes = 0
         self.pixels = 0  # H*W summed over consecutive pairs
-        self.error_pixels = 0  # the same, over pairs where both frames have ground truth
+        self.error_pixels = 0  # pixels compared for FP, over pairs where both frames have ground truth
 
     def update(self, pred, gt=None) -> None:
+        """Add the next (H, W) prediction, with its (H, W) ground truth where the frame has one."""
         pred = _as_labels(pred, "pred")
-        error = None
+        error = valid = None
         if gt is not None:
             gt = _as_labels(gt, "gt")
             if gt.shape != pred.shape:
                 raise ValueError(f"pred {pred.shape} and gt {gt.shape} differ in size")
+            # int64: G + 1 must not wrap for uint8 ground truth with ignore id 255.
             error = (pred != gt).astype(np.int64) * (gt.astype(np.int64) + 1)
+            valid = None if self.ignore_index is None else gt != self.ignore_index
         if self._prev_pred is not None:
             if self._prev_pred.shape != pred.shape:
                 raise ValueError(f"frame size changed from {self._prev_pred.shape} to {pred.shape} within a sequence")
             self.pred_changes += int(np.count_nonzero(pred != self._prev_pred))
             self.pixels += pred.size
             if error is not None and self._prev_error is not None:
-                self.error_changes += int(np.count_nonzero(error != self._prev_error))
-                self.error_pixels += pred.size
-        self._prev_pred, self._prev_error = pred, error
+                changed = error != self._prev_error
+                if valid is None:
+                    self.error_changes += int(np.count_nonzero(changed))
+                    self.error_pixels += pred.size
+                else:
+                    both = valid & self._prev_valid
+                    self.error_changes += int(np.count_nonzero(changed & both))
+                    self.error_pixels += int(np.count_nonzero(both))
+        self._prev_pred, self._prev_error, self._prev_valid = pred, error, valid
 
     def reset_sequence(self) -> None:
         """Start a new sequence: the next frame has no predecessor (totals are kept)."""
-        self._prev_pred = self._prev_error = None
+        self._prev_pred = self._prev_error = self._prev_valid = None
 
     def result(self) -> dict[str, float | None]:
         """{"fp": FP or None without ground truth pairs, "fip": FIP (NaN with fewer than 2 frames)}."""
@@ -118,45 +151,67 @@ class FlickerMeter:
         }
 
 
-def flicker(preds: Sequence, gts: Sequence | None = None) -> dict[str, float | None]:
+def flicker(
+    preds: Sequence, gts: Sequence | None = None, *, ignore_index: int | None = None
+) -> dict[str, float | None]:
     """FP and FIP of one sequence of (H, W) label images (``gts`` optional, same length)."""
     if gts is not None and len(gts) != len(preds):
         raise ValueError(f"{len(preds)} predictions but {len(gts)} ground truth frames")
-    meter = FlickerMeter()
+    meter = FlickerMeter(ignore_index)
     for i, pred in enumerate(preds):
         meter.update(pred, None if gts is None else gts[i])
     return meter.result()
 
 
-def temporal_consistency(pred_t, pred_next, flow_back: np.ndarray, num_classes: int) -> float:
-    """TC of one pair: mIoU between P_t and P_{t+1} warped to frame t.
+def warp_labels_back(labels_next, flow: np.ndarray, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bring an (H, W) label image of frame t+1 to frame t by nearest-neighbour lookup.
 
-    flow_back: (H, W, 2) float, for each pixel of frame t the (dx, dy) in pixels to where it is in
-    frame t+1; P_{t+1} is sampled there (nearest pixel). Pixels that land outside frame t+1 are
-    left out.
+    flow: (H, W, 2) float, the forward flow t -> t+1 in pixels, (dx, dy) per pixel of frame t.
+    Returns the warped (H, W) int64 labels (``fill`` where the lookup leaves frame t+1) and the
+    (H, W) bool mask of pixels that stayed inside. Labels are looked up, never interpolated: a
+    bilinear mix of class ids is meaningless.
     """
-    pred_t, pred_next = _as_labels(pred_t, "pred_t"), _as_labels(pred_next, "pred_next")
-    h, w = pred_t.shape
-    if pred_next.shape != (h, w) or flow_back.shape != (h, w, 2):
-        raise ValueError(
-            f"pred_t {pred_t.shape}, pred_next {pred_next.shape} and flow_back {flow_back.shape} must be "
-            "(H, W), (H, W) and (H, W, 2)"
-        )
+    labels_next = _as_labels(labels_next, "labels_next")
+    flow = flow.detach().cpu().numpy() if hasattr(flow, "detach") else np.asarray(flow)
+    h, w = labels_next.shape
+    if flow.shape != (h, w, 2):
+        raise ValueError(f"flow must be (H, W, 2) = {(h, w, 2)} pixels (dx, dy), got {flow.shape}")
     ys, xs = np.mgrid[0:h, 0:w]
-    x1 = np.rint(xs + flow_back[..., 0]).astype(np.int64)
-    y1 = np.rint(ys + flow_back[..., 1]).astype(np.int64)
-    inside = (x1 >= 0) & (x1 < w) & (y1 >= 0) & (y1 < h)
-    warped = np.full((h, w), num_classes, dtype=np.int64)  # num_classes = left out
-    warped[inside] = pred_next[y1[inside], x1[inside]]
+    x1 = np.rint(xs + flow[..., 0])
+    y1 = np.rint(ys + flow[..., 1])
+    inside = (x1 >= 0) & (x1 < w) & (y1 >= 0) & (y1 < h)  # NaN flow compares False: left out
+    warped = np.full((h, w), fill, dtype=np.int64)
+    warped[inside] = labels_next[y1[inside].astype(np.int64), x1[inside].astype(np.int64)]
+    return warped, inside
+
+
+def temporal_consistency(pred_t, pred_next, flow: np.ndarray, num_classes: int) -> float:
+    """TC of one pair (ETC, ECCV 2020): mIoU between P_t and P_{t+1} warped back to frame t.
+
+    flow: (H, W, 2) float, the forward flow t -> t+1 in pixels, (dx, dy) per pixel of frame t; the
+    label of P_{t+1} at the nearest pixel of that position is read back (:func:`warp_labels_back`).
+    Pixels whose position falls outside frame t+1 are left out. Average over the pairs of a video
+    for the video's TC.
+    """
+    pred_t = _as_labels(pred_t, "pred_t")
+    if np.shape(pred_next) != pred_t.shape:
+        raise ValueError(f"pred_t {pred_t.shape} and pred_next {np.shape(pred_next)} differ in size")
     # The warped P_{t+1} plays the ground truth; id num_classes marks the pixels left out.
-    matrix = ConfusionMatrix(num_classes)
-    matrix.update(np.where(inside, pred_t, 0), warped)
+    warped, _ = warp_labels_back(pred_next, flow, fill=num_classes)
+    matrix = ConfusionMatrix(num_classes, ignore_index=num_classes)
+    matrix.update(pred_t, warped)
     return matrix.miou()
 
 
 def video_consistency(preds: Sequence, gts: Sequence, n: int) -> float:
-    """VC_n of one sequence: over every window of n consecutive frames, the pixels whose ground truth
-    is the same in all n frames; the share of them whose prediction is also the same in all n."""
+    """VC_n of one sequence (VSPW): for every window of n consecutive frames, among the pixels whose
+    ground truth is the same in all n frames, the share whose prediction is also the same in all n;
+    the mean of that share over the windows.
+
+    Windows without a single stable ground-truth pixel have no share and are skipped. All
+    len - n + 1 windows are used (VSPW's script stops one window short). Average over sequences
+    for a data set's VC_n, as VSPW does.
+    """
     if n < 2:
         raise ValueError(f"n must be at least 2, got {n}")
     if len(preds) != len(gts):
@@ -165,22 +220,27 @@ def video_consistency(preds: Sequence, gts: Sequence, n: int) -> float:
         raise ValueError(f"VC_{n} needs at least {n} frames, got {len(preds)}")
     preds = [_as_labels(p, "pred") for p in preds]
     gts = [_as_labels(g, "gt") for g in gts]
-    stable_gt = stable_both = 0
+    shares = []
     for i in range(len(preds) - n + 1):
         gt_same = np.ones(gts[i].shape, dtype=bool)
         pred_same = np.ones(preds[i].shape, dtype=bool)
         for j in range(i + 1, i + n):
             gt_same &= gts[j] == gts[i]
             pred_same &= preds[j] == preds[i]
-        stable_gt += int(gt_same.sum())
-        stable_both += int((gt_same & pred_same).sum())
-    return stable_both / stable_gt if stable_gt else float("nan")
+        stable = int(gt_same.sum())
+        if stable:
+            shares.append(int((gt_same & pred_same).sum()) / stable)
+    return float(np.mean(shares)) if shares else float("nan")
 
 
 class KeyframeOffsetMeter:
-    """mIoU by distance from the last keyframe: one confusion matrix per offset 0, 1, 2, ..."""
+    """mIoU by distance from the last keyframe: one confusion matrix per offset 0, 1, 2, ...
+
+    ``offset`` is the runtime's ``frames_since_keyframe`` of the labelled frame.
+    """
 
     def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
+        ConfusionMatrix(num_classes, ignore_index)  # validate the settings now, not at the first update
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.matrices: dict[int, ConfusionMatrix] = {}
 
@@ -192,4 +252,12 @@ class KeyframeOffsetMeter:
         self.matrices[offset].update(pred, gt)
 
     def result(self) -> dict[int, float]:
+        """{offset: mIoU} in increasing offset."""
         return {offset: self.matrices[offset].miou() for offset in sorted(self.matrices)}
+
+    def total(self) -> ConfusionMatrix:
+        """All offsets together: the overall confusion matrix."""
+        merged = ConfusionMatrix(self.num_classes, self.ignore_index)
+        for matrix in self.matrices.values():
+            merged.matrix += matrix.matrix
+        return merged

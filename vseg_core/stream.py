@@ -2,11 +2,13 @@
 
 Per frame: one upload of the uint8 image, conversion, resize and normalisation on the device, one
 model step with the temporal state kept on the device, upsampling and argmax on the device, and one
-download of uint8 (or uint16) labels. What is measured offline is what runs on the vehicle.
+download of uint8 (or uint16) labels, the optional confidence and the finite-logits flag packed into
+one buffer. What is measured offline is what runs on the vehicle.
 """
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,31 +20,60 @@ from torch import Tensor
 
 from vseg_core.keyframes import FixedInterval, KeyframePolicy
 from vseg_core.models.streaming import StreamingSegmenter
-from vseg_core.resets import RESET_FIRST_FRAME, RESET_NONE, RESET_REQUESTED, RESET_SIZE_CHANGED
+from vseg_core.resets import (
+    RESET_FIRST_FRAME,
+    RESET_FRAME_ID_CHANGED,
+    RESET_NONE,
+    RESET_REQUESTED,
+    RESET_SERVICE,
+    RESET_SIZE_CHANGED,
+    RESET_STAMP_BACKWARDS,
+    RESET_STAMP_GAP,
+)
 from vseg_core.timing import CpuStageTimer, CudaStageTimer, NullTimer
 
-__all__ = ["FrameInfo", "SegmentationResult", "VideoSegmenter", "resolve_device"]
+__all__ = ["RESET_REASONS", "FrameInfo", "SegmentationResult", "VideoSegmenter", "resolve_device"]
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+RESET_REASONS = frozenset(
+    {
+        RESET_FIRST_FRAME,
+        RESET_SIZE_CHANGED,
+        RESET_FRAME_ID_CHANGED,
+        RESET_STAMP_BACKWARDS,
+        RESET_STAMP_GAP,
+        RESET_SERVICE,
+        RESET_REQUESTED,
+    }
+)
 
 
 @dataclass(frozen=True)
 class FrameInfo:
-    """What the runtime did with one frame (the fields of vseg/msg/SegmentationInfo it owns)."""
+    """What the runtime did with one frame (the fields of vseg/msg/SegmentationInfo it owns).
+
+    is_keyframe: the model's expensive branch ran (always True for models without keyframes).
+    frames_since_keyframe: 0 on a keyframe.
+    keyframe_interval: the policy's (maximum) interval; 1 for models without keyframes.
+    state_reset / reset_reason: the temporal state was cleared before this frame, and why (one of
+        the RESET_* values of vseg/msg/SegmentationInfo, "" when not).
+    timings_ms: milliseconds per stage, keys ``timing.STAGES`` + "total"; empty with timing off.
+    stamp: whatever the caller passed to ``step``, unchanged.
+    """
 
     is_keyframe: bool
     frames_since_keyframe: int
     keyframe_interval: int
     state_reset: bool
     reset_reason: str
-    timings_ms: dict[str, float] = field(default_factory=dict)  # STAGES + "total"; empty with timing off
+    timings_ms: dict[str, float] = field(default_factory=dict)
     stamp: Any = None
 
 
 @dataclass(frozen=True)
 class SegmentationResult:
     """labels: (H, W) uint8 class ids (uint16 beyond 256 classes) at the input frame's size.
-    confidence: (H, W) uint8 max softmax x 255, when asked for; None otherwise."""
+    confidence: (H, W) uint8 max softmax x 255 (rounded), when asked for; None otherwise."""
 
     labels: np.ndarray
     confidence: np.ndarray | None
@@ -85,13 +116,20 @@ def _argmax_classes(logits: Tensor) -> tuple[Tensor, Tensor]:
 class VideoSegmenter:
     """Segment a video stream frame by frame with a registered model.
 
-    model: any :class:`StreamingSegmenter` (stateless, ConvLSTM or keyframe models).
+    model: any :class:`StreamingSegmenter` (stateless, ConvLSTM or keyframe models). It is moved to
+        ``device`` and put in eval mode.
     device: "auto", "cpu", "cuda" or "cuda:N".
-    precision: "fp32"; "fp16" (CUDA only) or "bf16" run the model under autocast, weights stay fp32.
+    precision: "fp32"; "fp16" (CUDA only) or "bf16" (CPU, and GPUs that support it) run the model
+        under autocast. Autocast rather than casting the model: weights stay fp32, so one model
+        object serves every precision, numerically touchy ops (softmax, norms, the interpolation of
+        logits) stay fp32, and checkpoints are unaffected. A precision the device lacks raises
+        ``ValueError`` at construction; there is no silent fallback.
     keyframe_policy: for keyframe models; default a keyframe every 5 frames (the Accel evaluation).
+        Ignored by models without keyframes (every frame is a keyframe).
     input_size: (height, width) the model sees; None feeds frames at their own size. Labels always
         come back at the frame's own size.
-    timing: measure stages (CUDA events on a GPU: one synchronisation per frame; perf_counter on the CPU).
+    timing: measure stages (CUDA events on a GPU, read once per frame after the download has
+        synchronised anyway; perf_counter on the CPU). Off: no timer, no extra work.
     confidence: also return the max softmax probability per pixel.
     """
 
@@ -114,11 +152,15 @@ class VideoSegmenter:
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
         if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"precision bf16 is not supported by {torch.cuda.get_device_name(self.device)}")
-        if input_size is not None and (
-            len(input_size) != 2 or min(input_size) < 1 or not all(isinstance(v, int) for v in input_size)
-        ):
-            raise ValueError(f"input_size must be (height, width) in positive pixels, got {input_size!r}")
+            raise ValueError(f"precision bf16 is not supported by {torch.cuda.get_device_name(self.device)}; use fp16")
+        if input_size is not None:
+            if (
+                len(input_size) != 2
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in input_size)
+                or min(input_size) < 1
+            ):
+                raise ValueError(f"input_size must be (height, width) in positive pixels, got {input_size!r}")
+            input_size = (int(input_size[0]), int(input_size[1]))
         self.model = model.to(self.device).eval()
         self.precision = precision
         self.keyframe_policy: KeyframePolicy = keyframe_policy or FixedInterval(5)
@@ -126,16 +168,31 @@ class VideoSegmenter:
         self.timing = timing
         self.confidence = confidence
         self.label_dtype = torch.uint8 if model.num_classes <= 256 else torch.uint16
+        self._label_np = np.uint8 if model.num_classes <= 256 else np.uint16
         self._state: Any = None
-        self._frame_shape: tuple[int, ...] | None = None
+        self._fresh = True  # no state yet: the next frame starts the stream (and is a keyframe)
+        self._frame_size: tuple[int, int] | None = None
         self._since_key = 0
         self._pending_reset = RESET_FIRST_FRAME
+        # The host side of the upload, reused while the frame shape stays: pinned on CUDA so the copy
+        # runs asynchronously; the event says when the device has read it and it may be overwritten.
+        self._staging: Tensor | None = None
+        self._staging_free: torch.cuda.Event | None = None
 
     # ------------------------------------------------------------------------------ control
     def reset(self, reason: str = RESET_REQUESTED) -> None:
-        """Drop the temporal state; the next frame starts a new stream and reports ``reason``."""
+        """Drop the temporal state; the next frame starts a new stream and reports ``reason``.
+
+        reason: normally one of the RESET_* values of vseg/msg/SegmentationInfo (``RESET_REASONS``);
+        other strings pass through unchanged (a caller's own tag, e.g. an evaluator's sequence
+        name), "" means ``requested``.
+        """
+        if not isinstance(reason, str):
+            raise ValueError(f"reset reason must be a string (a RESET_* value), got {type(reason).__name__}")
+        reason = reason or RESET_REQUESTED
         self._state = None
-        self._pending_reset = reason or RESET_REQUESTED
+        self._fresh = True
+        self._pending_reset = reason
         self.keyframe_policy.reset()
 
     def set_keyframe_policy(self, policy: KeyframePolicy) -> None:
@@ -156,33 +213,76 @@ class VideoSegmenter:
             raise ValueError(f"frame is empty: shape {frame.shape}")
         return frame
 
+    def _stage(self, frame: np.ndarray) -> Tensor:
+        """Copy the frame into the reusable host buffer: one copy that also absorbs row padding,
+        negative strides and read-only message buffers."""
+        cuda = self.device.type == "cuda"
+        if self._staging is None or tuple(self._staging.shape) != frame.shape:
+            self._staging = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=cuda)
+            self._staging_free = torch.cuda.Event() if cuda else None
+        elif self._staging_free is not None:
+            self._staging_free.synchronize()  # the previous frame's upload has finished reading it
+        self._staging.numpy()[...] = frame
+        return self._staging
+
     def _upload(self, frame: np.ndarray) -> Tensor:
         """(H, W[, 3]) uint8 -> (1, 3, h, w) float in [0, 1] on the device, resized to input_size."""
-        host = torch.from_numpy(np.ascontiguousarray(frame))
-        if self.device.type == "cuda":
-            host = host.pin_memory()
-        x = host.to(self.device, non_blocking=True)
+        x = self._stage(frame).to(self.device, non_blocking=True)
+        if self._staging_free is not None:
+            self._staging_free.record()
+        # Mono is widened on the device: a third of the bytes cross the bus.
         x = x.unsqueeze(-1).expand(*x.shape, 3) if x.ndim == 2 else x
         x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            # Antialiasing matters when shrinking a camera image several times; it is a no-op upwards.
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
         return x
+
+    def _postprocess(self, logits: Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None, bool]:
+        """(1, C, h, w) logits -> labels (H, W), confidence (H, W) or None, all logits finite.
+
+        Everything the host needs is written into one uint8 buffer on the device (labels, then the
+        confidence, then a finite flag) so that a frame costs a single download and synchronisation.
+        """
+        h, w = size
+        logits = logits.float()  # fp16/bf16 logits: interpolate and compare in fp32
+        if tuple(logits.shape[-2:]) != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        labels_dev, best = _argmax_classes(logits[0])
+        label_bytes = h * w * self.label_dtype.itemsize
+        packed = torch.empty(
+            label_bytes + (h * w if self.confidence else 0) + 1, dtype=torch.uint8, device=logits.device
+        )
+        packed[:label_bytes].view(self.label_dtype).view(h, w).copy_(labels_dev)
+        if self.confidence:
+            # max softmax = 1 / sum_c exp(l_c - max): no full softmax tensor needed.
+            conf = (logits[0] - best).exp_().sum(dim=0).reciprocal_().mul_(255.0).round_()
+            packed[label_bytes:-1].view(h, w).copy_(conf)
+        packed[-1:].copy_(torch.isfinite(best).all())  # amax propagates NaN and inf from any class
+        host = packed.cpu().numpy()
+        labels = host[:label_bytes].view(self._label_np).reshape(h, w)
+        confidence = host[label_bytes:-1].reshape(h, w) if self.confidence else None
+        return labels, confidence, bool(host[-1])
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, stamp: Any = None, reset_reason: str | None = None) -> SegmentationResult:
         """Segment the next frame of the stream.
 
+        frame: (H, W, 3) RGB or (H, W) mono uint8 array (any strides).
+        stamp: passed through to ``info.stamp``.
         reset_reason: drop the temporal state first, for this reason (a time jump, another camera:
-        the caller decides). A change of frame size resets by itself (``size_changed``).
+            the caller decides; one of the RESET_* values). A change of the frame's height or width
+            resets by itself (``size_changed``).
+        Raises ``ValueError`` for a bad frame (the state is kept) and ``FloatingPointError`` when the
+        model produced NaN or infinite logits (the state is dropped).
         """
         frame = self._check_frame(frame)
         t_start = time.perf_counter()
+        size = (frame.shape[0], frame.shape[1])
         if reset_reason:
             self.reset(reset_reason)
-        elif self._frame_shape is not None and frame.shape != self._frame_shape:
+        elif self._frame_size is not None and size != self._frame_size:
             self.reset(RESET_SIZE_CHANGED)
-        self._frame_shape = frame.shape
-        reason, self._pending_reset = self._pending_reset, RESET_NONE
 
         if not self.timing:
             timer = NullTimer()
@@ -192,38 +292,28 @@ class VideoSegmenter:
             timer = CpuStageTimer()
         with timer.stage("preprocess"):
             x = self._upload(frame)
-        if self._state is None:
-            self._state = self.model.init_state(x)
-            is_key = True
+        if self._fresh:
+            state, is_key = self.model.init_state(x), True  # nothing to warp or remember yet
         else:
+            state = self._state
             is_key = not self.model.uses_keyframes or self.keyframe_policy.should_key(self._since_key + 1)
-        amp = self.precision != "fp32"
-        with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision], enabled=amp):
-            out = self.model.step(x, self._state, is_keyframe=is_key, timer=timer)
-        self._state = out.state
-        if self.model.uses_keyframes:
-            self.keyframe_policy.observe(out.extras, is_keyframe=out.is_keyframe)
-        self._since_key = 0 if out.is_keyframe else self._since_key + 1
-
+        with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32"):
+            out = self.model.step(x, state, is_keyframe=is_key, timer=timer)
         with timer.stage("postprocess"):
-            logits = out.logits.float()
-            if tuple(logits.shape[-2:]) != frame.shape[:2]:
-                logits = F.interpolate(logits, size=frame.shape[:2], mode="bilinear", align_corners=False)
-            labels_dev, best = _argmax_classes(logits[0])
-            finite = torch.isfinite(best).all()  # amax propagates NaN and inf from any class
-            labels_dev = labels_dev.to(self.label_dtype)
-            conf_dev = None
-            if self.confidence:
-                # max softmax = 1 / sum_c exp(l_c - max): no full softmax tensor needed.
-                conf_dev = ((logits[0] - best).exp_().sum(dim=0).reciprocal_() * 255.0).round_().to(torch.uint8)
-            labels = labels_dev.cpu().numpy()
-            confidence = conf_dev.cpu().numpy() if conf_dev is not None else None
-        if not bool(finite):
+            labels, confidence, finite = self._postprocess(out.logits, size)
+        if not finite:
             self.reset(RESET_REQUESTED)
             raise FloatingPointError(
                 f"{getattr(self.model, 'model_name', type(self.model).__name__)} produced NaN or infinite logits "
                 "(broken weights, or fp16 overflow: try precision fp32); the temporal state was reset"
             )
+
+        # Only a frame that went through commits: a failing step leaves the stream where it was.
+        self._state, self._fresh, self._frame_size = out.state, False, size
+        reason, self._pending_reset = self._pending_reset, RESET_NONE
+        if self.model.uses_keyframes:
+            self.keyframe_policy.observe(out.extras, is_keyframe=out.is_keyframe)
+        self._since_key = 0 if out.is_keyframe else self._since_key + 1
 
         timings: dict[str, float] = {}
         if self.timing:

@@ -1,3 +1,6 @@
+"""Keyframe policies driven the way the runtime drives them, against schedules worked out by hand."""
+
+import numpy as np
 import pytest
 import torch
 
@@ -45,9 +48,42 @@ def test_adaptive_keys_on_disagreement():
     assert keys == [True, False, False, True, False]
 
 
+def test_adaptive_takes_disagreement_from_the_two_score_maps():
+    # Reference says class 0 everywhere; the update branch says class 1 on `share` of the 10 columns.
+    share = {1: 0.1, 2: 0.3}
+
+    def scores(i):
+        ref = torch.zeros(1, 2, 4, 10)
+        ref[:, 0] = 1.0
+        upd = ref.clone()
+        upd[:, 1, :, : round(share.get(i, 0.0) * 10)] = 2.0
+        return {"reference_scores": ref, "update_scores": upd}
+
+    policy = AdaptiveKeyframes(AdaptiveConfig(max_interval=10, disagreement_threshold=0.2))
+    assert _run(policy, scores, 5) == [True, False, False, True, False]
+    with pytest.raises(ValueError, match="one shape"):
+        policy.observe(
+            {"reference_scores": torch.zeros(1, 2, 4, 4), "update_scores": torch.zeros(1, 3, 4, 4)}, is_keyframe=False
+        )
+
+
+def test_reset_forgets_accumulated_motion():
+    policy = AdaptiveKeyframes(AdaptiveConfig(max_interval=10, motion_threshold=0.04))
+    policy.observe(_flow(1.0), is_keyframe=False)
+    policy.observe(_flow(1.0), is_keyframe=False)
+    policy.reset()
+    assert not policy.should_key(1) and policy.motion == 0.0
+
+
 def test_bad_settings_and_names():
-    with pytest.raises(ValueError, match="interval must be an integer >= 1"):
-        FixedInterval(0)
+    for bad in (0, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="keyframe interval must be an integer >= 1"):
+            FixedInterval(bad)
+    assert FixedInterval(np.int64(3)).max_interval == 3  # numpy ints are fine
+    with pytest.raises(ValueError, match="max_interval must be an integer"):
+        AdaptiveConfig(max_interval=2.5)
+    with pytest.raises(ValueError, match="keyframe policy 'fixed' takes interval; got \\['max_interval'\\]"):
+        make_keyframe_policy("fixed", max_interval=3)
     with pytest.raises(ValueError, match="min_interval <= max_interval"):
         AdaptiveConfig(max_interval=2, min_interval=3)
     with pytest.raises(ValueError, match="motion_threshold"):

@@ -15,6 +15,7 @@ from vseg_core.metrics import (
     flicker,
     temporal_consistency,
     video_consistency,
+    warp_labels_back,
 )
 
 
@@ -39,6 +40,23 @@ def test_confusion_matrix_refuses_bad_input():
         cm.update(np.full((2, 2), 5), np.zeros((2, 2), int))
     with pytest.raises(ValueError, match="integer label image"):
         cm.update(np.zeros((2, 2), float), np.zeros((2, 2), int))
+    # Unmapped ground truth ids (raw dataset ids, negative ids) are refused, not silently dropped.
+    with pytest.raises(ValueError, match=r"ground truth ids must be 0\.\.2 or the ignore index None, got 0\.\.7"):
+        cm.update(np.zeros((2, 2), int), np.array([[0, 7], [1, 2]]))
+    with pytest.raises(ValueError, match="ground truth ids"):
+        ConfusionMatrix(3, ignore_index=255).update(np.zeros((1, 2), int), np.array([[-1, 255]]))
+    assert cm.matrix.sum() == 0  # a refused update leaves the counts alone
+
+
+def test_confusion_matrix_counts_in_int64_and_leaves_absent_classes_out_of_miou():
+    cm = ConfusionMatrix(3, ignore_index=255)
+    gt = np.full((4, 4), 255, np.uint8)
+    gt[0] = 1
+    cm.update(np.ones((4, 4), np.uint8), gt)  # predictions under ignore pixels are not counted
+    cm.update(torch.ones(4, 4, dtype=torch.uint8), torch.from_numpy(gt))
+    assert cm.matrix.dtype == np.int64 and cm.matrix[1, 1] == 8 and cm.matrix.sum() == 8
+    assert cm.miou() == 1.0  # classes 0 and 2 occur nowhere: left out, not counted as 0
+    assert np.isnan(ConfusionMatrix(2).miou())
 
 
 def test_flicker_fp_and_fip_by_hand():
@@ -54,6 +72,18 @@ def test_flicker_fp_and_fip_by_hand():
     assert flicker(preds)["fp"] is None
 
 
+def test_flicker_ignore_pixels_by_hand():
+    p0, g0 = np.array([[0, 1], [1, 0]]), np.array([[0, 255], [1, 1]])
+    p1, g1 = np.array([[1, 1], [0, 1]]), np.array([[0, 255], [255, 1]])
+    # E_0 = [[0, 256], [0, 2]]; E_1 = [[1, 256], [256, 0]]: changes at (0,0), (1,0), (1,1).
+    # Reference form: 3 of 4. With ignore_index, only (0,0) and (1,1) are labelled in both: 2 of 2.
+    assert flicker([p0, p1], [g0, g1]) == {"fp": 0.75, "fip": 0.75}
+    assert flicker([p0, p1], [g0, g1], ignore_index=255) == {"fp": 1.0, "fip": 0.75}
+    # uint8 ground truth: G + 1 must not wrap 255 to 0 (E would then hide an error at that pixel).
+    g8 = [g.astype(np.uint8) for g in (g0, g1)]
+    assert flicker([p0, p1], g8)["fp"] == 0.75
+
+
 def test_streaming_flicker_equals_the_batch_form_over_a_long_random_video():
     rng = np.random.default_rng(0)
     preds = [rng.integers(0, 4, (6, 7)) for _ in range(30)]
@@ -63,7 +93,10 @@ def test_streaming_flicker_equals_the_batch_form_over_a_long_random_video():
         meter.update(p, g)
     batch = flicker(preds, gts)
     expected_fip = sum(int((a != b).sum()) for a, b in itertools.pairwise(preds)) / (29 * 42)
-    assert meter.result() == batch and batch["fip"] == pytest.approx(expected_fip)
+    errors = [np.where(p != g, g + 1, 0) for p, g in zip(preds, gts, strict=True)]
+    expected_fp = sum(int((a != b).sum()) for a, b in itertools.pairwise(errors)) / (29 * 42)
+    assert meter.result() == batch
+    assert batch == {"fp": pytest.approx(expected_fp), "fip": pytest.approx(expected_fip)}
 
 
 def test_flicker_meter_sequences_do_not_leak_into_each_other():
@@ -87,12 +120,26 @@ def test_temporal_consistency_with_a_known_shift():
     )
 
 
+def test_temporal_consistency_reads_labels_at_the_rounded_flow_target():
+    labels = np.array([[0, 1, 2], [3, 4, 5]])
+    flow = np.zeros((2, 3, 2), np.float32)
+    flow[0, 0] = (1.6, 0.4)  # -> (x 2, y 0)
+    flow[1, 2] = (0.0, -1.0)  # -> (x 2, y 0)
+    flow[0, 1] = (5.0, 0.0)  # outside
+    flow[1, 0] = (np.nan, 0.0)  # unknown flow: left out
+    warped, inside = warp_labels_back(labels, torch.from_numpy(flow), fill=-1)
+    np.testing.assert_array_equal(warped, [[2, -1, 2], [-1, 4, 2]])
+    np.testing.assert_array_equal(inside, [[True, False, True], [False, True, True]])
+    with pytest.raises(ValueError, match=r"flow must be \(H, W, 2\)"):
+        warp_labels_back(labels, np.zeros((2, 3)), fill=0)
+
+
 def test_video_consistency_by_hand():
     gts = [np.array([[0, 1, 2]]), np.array([[0, 1, 0]]), np.array([[0, 1, 0]])]
     preds = [np.array([[3, 1, 2]]), np.array([[3, 2, 2]]), np.array([[3, 2, 2]])]
     # n=2: window 0: gt stable at px 0, 1; pred stable at px 0, 2 -> 1 of 2. window 1: gt stable at
-    # all 3; pred stable at all 3 -> 3 of 3. VC_2 = 4 / 5.
-    assert video_consistency(preds, gts, 2) == pytest.approx(4 / 5)
+    # all 3; pred stable at all 3 -> 3 of 3. VSPW averages the windows: (1/2 + 1) / 2.
+    assert video_consistency(preds, gts, 2) == pytest.approx(3 / 4)
     # n=3: gt stable at px 0, 1; pred stable at px 0 -> 1 / 2.
     assert video_consistency(preds, gts, 3) == pytest.approx(1 / 2)
     with pytest.raises(ValueError, match="at least 4 frames"):
@@ -105,3 +152,5 @@ def test_miou_by_keyframe_offset():
     meter.update(0, np.array([[0, 1]]), gt)
     meter.update(1, np.array([[0, 0]]), gt)
     assert meter.result() == {0: 1.0, 1: pytest.approx(0.25)}  # class 0: 1/2, class 1: 0/1
+    # Overall: class 0: tp 2, union 3; class 1: tp 1, union 2.
+    assert meter.total().miou() == pytest.approx((2 / 3 + 1 / 2) / 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vseg_core.keyframes import FixedInterval
+from vseg_core.models.registry import create_model, get_model_entry, list_models
 from vseg_core.models.streaming import StatelessSegmenter, StepOutput, StreamingSegmenter
-from vseg_core.resets import RESET_FIRST_FRAME, RESET_NONE, RESET_SIZE_CHANGED, RESET_STAMP_GAP
+from vseg_core.resets import RESET_FIRST_FRAME, RESET_NONE, RESET_REQUESTED, RESET_SIZE_CHANGED, RESET_STAMP_GAP
 from vseg_core.stream import VideoSegmenter, resolve_device
 
 # Small real networks for the runtime's own tests (random weights); the registry-wide runtime tests
@@ -214,3 +217,97 @@ def test_cuda_fp16_matches_fp32_labels_mostly():
     cpu = VideoSegmenter(model, device="cpu").step(frame).labels
     gpu = VideoSegmenter(model, device="cuda", precision="fp16").step(frame)
     assert (gpu.labels == cpu).mean() > 0.95 and gpu.info.timings_ms["total"] > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Every registered model through the runtime, against its own step unrolled by hand.
+
+
+def _small_registered(name: str) -> StreamingSegmenter:
+    params = inspect.signature(get_model_entry(name).builder).parameters
+    config = {"num_classes": 5}
+    if "width" in params:
+        config["width"] = 0.25
+    if "small" in params:
+        config["small"] = True
+    torch.manual_seed(0)
+    return create_model(name, **config).eval()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_gives_the_argmax_of_its_own_unrolled_steps(name):
+    model = _small_registered(name)
+    frames = _frames(4, 48, 64, seed=3)
+    interval = 2  # keyframe models: key, non-key, key, non-key
+    seg = VideoSegmenter(model, device="cpu", keyframe_policy=FixedInterval(interval))
+    results = [seg.step(f) for f in frames]
+    with torch.no_grad():
+        state = model.init_state(_tensor(frames[0]))
+        for t, (frame, result) in enumerate(zip(frames, results, strict=True)):
+            out = model.step(_tensor(frame), state, is_keyframe=t % interval == 0)
+            state = out.state
+            np.testing.assert_array_equal(result.labels, out.logits.argmax(1)[0].numpy(), err_msg=f"frame {t}")
+            assert result.info.is_keyframe == out.is_keyframe
+            assert result.info.is_keyframe == (not model.uses_keyframes or t % interval == 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Frames as the node hands them over, and what a failing frame leaves behind.
+
+
+def test_padded_and_read_only_frames_give_the_same_labels_as_contiguous_ones():
+    model = PixelClassifier()
+    frame = _frames(1)[0]
+    padded = np.zeros((24, 40, 3), np.uint8)  # a message with row padding, viewed without a copy
+    padded[:, :32] = frame
+    view = padded[:, :32]
+    read_only = frame.copy()
+    read_only.flags.writeable = False
+    expected = VideoSegmenter(model, device="cpu").step(frame).labels
+    seg = VideoSegmenter(model, device="cpu")
+    flipped_back = np.ascontiguousarray(frame[::-1])[::-1]  # negative row stride
+    for f in (view, read_only, flipped_back):
+        np.testing.assert_array_equal(seg.step(f).labels, expected)
+
+
+def test_mono_and_rgb_at_one_size_keep_the_state():
+    seg = VideoSegmenter(RunningMean(), device="cpu")
+    seg.step(_frames(1)[0])
+    assert seg.step(_frames(1)[0][:, :, 1].copy()).info.reset_reason == RESET_NONE
+
+
+def test_a_rejected_frame_leaves_the_stream_untouched():
+    model = RunningMean()
+    frames = _frames(3)
+    plain = VideoSegmenter(model, device="cpu")
+    expected = [plain.step(f).labels for f in frames]
+    seg = VideoSegmenter(model, device="cpu")
+    seg.step(frames[0])
+    with pytest.raises(ValueError):
+        seg.step(np.zeros((24, 32, 4), np.uint8))
+    r1, r2 = seg.step(frames[1]), seg.step(frames[2])
+    np.testing.assert_array_equal(r2.labels, expected[2])
+    assert r1.info.reset_reason == RESET_NONE
+
+
+def test_wide_labels_and_confidence_share_the_one_download():
+    model = PixelClassifier(num_classes=300)
+    frame = _frames(1)[0]
+    result = VideoSegmenter(model, device="cpu", confidence=True, timing=False).step(frame)
+    with torch.no_grad():
+        logits = model(_tensor(frame))
+    np.testing.assert_array_equal(result.labels, logits.argmax(1)[0].numpy())
+    expected_conf = np.round(logits.softmax(1).amax(1)[0].numpy() * 255)
+    assert result.labels.dtype == np.uint16 and result.confidence.dtype == np.uint8
+    assert np.abs(result.confidence.astype(int) - expected_conf).max() <= 1
+    assert result.info.timings_ms == {}
+
+
+def test_reset_reasons_are_reported_once():
+    seg = VideoSegmenter(PixelClassifier(), device="cpu")
+    with pytest.raises(ValueError, match="reset reason must be a string"):
+        seg.reset(3)
+    seg.step(_frames(1)[0])
+    seg.reset()
+    infos = [seg.step(f).info for f in _frames(2)]
+    assert [(i.state_reset, i.reset_reason) for i in infos] == [(True, RESET_REQUESTED), (False, RESET_NONE)]

@@ -1,8 +1,10 @@
-"""Image messages <-> arrays, checked against conversions computed another way."""
+"""Image messages <-> arrays, checked against conversions computed another way; no ROS graph."""
 
 from __future__ import annotations
 
+import struct
 import tracemalloc
+import zlib
 
 import cv2
 import numpy as np
@@ -12,156 +14,358 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from vseg_ros.conversions import (
+    MAX_PIXELS,
+    MAX_SIDE,
+    SUPPORTED_ENCODINGS,
     ConversionError,
     array_to_compressed,
     colorize,
     compressed_to_array,
+    compressed_to_rgb,
     image_to_array,
+    image_to_native,
+    image_to_rgb,
     labels_to_image,
     mono_to_image,
+    native_to_rgb,
     overlay,
     rgb_to_image,
 )
 
-H, W = 7, 10
+H, W = 6, 10
 RNG = np.random.default_rng(3)
 RGB = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+ALPHA = RNG.integers(0, 256, (H, W, 1), dtype=np.uint8)
+PACKED = RNG.integers(0, 256, (H, W, 2), dtype=np.uint8)  # any bytes are valid 4:2:2 data
+MONO16 = RNG.integers(0, 65536, (H, W), dtype=np.uint16)
 
 
-def _msg(pixels: np.ndarray, encoding: str, pad: int = 0) -> Image:
+def _msg(pixels: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False) -> Image:
     """An Image whose rows carry ``pad`` bytes of junk after the pixels."""
-    rows = pixels.reshape(pixels.shape[0], -1)
-    junk = np.full((rows.shape[0], pad), 0xAB, dtype=np.uint8)
-    padded = np.concatenate([rows, junk], axis=1)
+    if pixels.dtype == np.uint16:
+        pixels = pixels.astype(">u2" if bigendian else "<u2")
+    rows = np.ascontiguousarray(pixels).view(np.uint8).reshape(pixels.shape[0], -1)
+    padded = np.concatenate([rows, np.full((rows.shape[0], pad), 0xAB, np.uint8)], axis=1)
     return Image(
-        height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, step=padded.shape[1], data=padded.tobytes()
+        height=pixels.shape[0],
+        width=pixels.shape[1],
+        encoding=encoding,
+        is_bigendian=int(bigendian),
+        step=padded.shape[1],
+        data=padded.tobytes(),
     )
 
 
+def _grey_rgb(mono8: np.ndarray) -> np.ndarray:
+    return np.repeat(mono8[:, :, None], 3, axis=2)
+
+
+def _mono16_to_8(values: np.ndarray) -> np.ndarray:
+    return np.round(values.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)  # cv_bridge's scaling
+
+
+# (encoding, message pixels, expected RGB); expectations by numpy slicing or OpenCV, not by the module.
+CASES = {
+    "rgb8": (RGB, RGB),
+    "bgr8": (RGB[:, :, ::-1], RGB),
+    "rgba8": (np.concatenate([RGB, ALPHA], axis=2), RGB),
+    "bgra8": (np.concatenate([RGB[:, :, ::-1], ALPHA], axis=2), RGB),
+    "mono8": (RGB[:, :, 0], _grey_rgb(RGB[:, :, 0])),
+    "mono16": (MONO16, _grey_rgb(_mono16_to_8(MONO16))),
+    "uyvy": (PACKED, cv2.cvtColor(PACKED, cv2.COLOR_YUV2RGB_UYVY)),
+    "yuv422": (PACKED, cv2.cvtColor(PACKED, cv2.COLOR_YUV2RGB_UYVY)),
+    "yuyv": (PACKED, cv2.cvtColor(PACKED, cv2.COLOR_YUV2RGB_YUYV)),
+    "yuv422_yuy2": (PACKED, cv2.cvtColor(PACKED, cv2.COLOR_YUV2RGB_YUYV)),
+}
+
+
+def test_every_supported_encoding_is_tested():
+    assert set(CASES) == set(SUPPORTED_ENCODINGS)
+
+
 @pytest.mark.parametrize("pad", [0, 5])
-def test_colour_encodings_become_rgb(pad):
-    rgba = np.concatenate([RGB, RNG.integers(0, 256, (H, W, 1), dtype=np.uint8)], axis=2)
-    cases = {
-        "rgb8": RGB,
-        "bgr8": RGB[:, :, ::-1],
-        "rgba8": rgba,
-        "bgra8": rgba[:, :, [2, 1, 0, 3]],
-    }
-    for encoding, pixels in cases.items():
-        out = image_to_array(_msg(np.ascontiguousarray(pixels), encoding, pad))
-        assert out.dtype == np.uint8 and out.shape == (H, W, 3), encoding
-        np.testing.assert_array_equal(out, RGB, err_msg=encoding)
+@pytest.mark.parametrize("encoding", list(CASES))
+def test_encodings_become_rgb_with_row_padding_skipped(encoding, pad):
+    pixels, expected = CASES[encoding]
+    msg = _msg(pixels, encoding, pad)
+    out = image_to_rgb(msg)
+    assert out.dtype == np.uint8 and out.shape == (H, W, 3)
+    np.testing.assert_array_equal(out, expected)
+    # image_to_array keeps mono images mono and is otherwise the same RGB.
+    model_input = image_to_array(msg)
+    np.testing.assert_array_equal(model_input, expected[:, :, 0] if encoding.startswith("mono") else expected)
 
 
-@pytest.mark.parametrize(
-    ("encoding", "code"),
-    [
-        ("yuv422", cv2.COLOR_YUV2RGB_UYVY),
-        ("uyvy", cv2.COLOR_YUV2RGB_UYVY),
-        ("yuyv", cv2.COLOR_YUV2RGB_YUYV),
-        ("yuv422_yuy2", cv2.COLOR_YUV2RGB_YUYV),
-    ],
-)
-def test_yuv_encodings_match_opencv_with_padding(encoding, code):
-    packed = RNG.integers(0, 256, (H, W, 2), dtype=np.uint8)
-    out = image_to_array(_msg(packed, encoding, pad=6))
-    np.testing.assert_array_equal(out, cv2.cvtColor(packed, code))
-    # UYVY and YUYV differ: the same bytes read the other way give other colours.
-    assert encoding in ("yuyv", "yuv422_yuy2") or not np.array_equal(out, cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_YUYV))
+def test_uyvy_and_yuyv_are_the_same_pixels_with_bytes_swapped_in_pairs():
+    # Independent of OpenCV's code names: UYVY is YUYV with each (Y, U|V) byte pair swapped.
+    yuyv = image_to_rgb(_msg(PACKED, "yuyv"))
+    np.testing.assert_array_equal(image_to_rgb(_msg(PACKED[:, :, ::-1], "uyvy")), yuyv)
+    # ... and the two orders are not interchangeable.
+    assert not np.array_equal(image_to_rgb(_msg(PACKED, "uyvy")), yuyv)
 
 
-def test_tight_rgb8_and_mono8_are_views_of_the_message_buffer():
-    msg = _msg(RGB, "rgb8")
-    assert np.shares_memory(image_to_array(msg), np.frombuffer(msg.data, np.uint8))
-    mono = RGB[:, :, 0].copy()
-    msg = _msg(mono, "mono8", pad=3)
+def test_yuyv_grey_pixels_keep_their_luma():
+    luma = np.array([[16, 235, 126, 60]], np.uint8)  # video range: 16 black, 235 white
+    packed = np.stack([luma, np.full_like(luma, 128)], axis=2)  # U = V = 128: no colour
+    out = image_to_rgb(_msg(packed, "yuyv"))
+    expected = np.clip(np.round((luma.astype(float) - 16) * 255 / 219), 0, 255)
+    assert np.abs(out.astype(float) - expected[:, :, None]).max() <= 1
+    assert (out[:, :, 0] == out[:, :, 1]).all() and (out[:, :, 1] == out[:, :, 2]).all()
+
+
+@pytest.mark.parametrize("pad", [0, 4])
+def test_mono16_byte_order_is_honoured(pad):
+    little = image_to_native(_msg(MONO16, "mono16", pad, bigendian=False))
+    big = image_to_native(_msg(MONO16, "mono16", pad, bigendian=True))
+    assert little.pixels.dtype == np.dtype("<u2") and big.pixels.dtype == np.dtype(">u2")
+    np.testing.assert_array_equal(little.pixels, MONO16)
+    np.testing.assert_array_equal(big.pixels, MONO16)
+    np.testing.assert_array_equal(native_to_rgb(big), native_to_rgb(little))
+    np.testing.assert_array_equal(image_to_array(_msg(MONO16, "mono16", pad, True)), _mono16_to_8(MONO16))
+
+
+@pytest.mark.parametrize("pad", [0, 7])
+@pytest.mark.parametrize("encoding", ["rgb8", "mono8"])
+def test_rgb8_and_mono8_are_views_of_the_message_buffer(encoding, pad):
+    pixels = CASES[encoding][0]
+    msg = _msg(pixels, encoding, pad)
+    buffer = np.frombuffer(msg.data, np.uint8)
     out = image_to_array(msg)
-    np.testing.assert_array_equal(out, mono)
-    assert np.shares_memory(out, np.frombuffer(msg.data, np.uint8))
+    assert np.shares_memory(out, buffer)
+    np.testing.assert_array_equal(out, pixels)
+    if encoding == "rgb8":
+        assert np.shares_memory(image_to_rgb(msg), buffer)
+        assert out.strides == (W * 3 + pad, 3, 1)  # rows read where they lie, padding skipped
 
 
-def test_conversion_after_serialization_round_trip():
-    msg = _msg(RGB[:, :, ::-1].copy(), "bgr8", pad=2)
-    msg.header.frame_id = "cam"
+@pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "uyvy", "mono16"])
+def test_other_encodings_are_converted_into_one_new_array(encoding):
+    msg = _msg(CASES[encoding][0], encoding, pad=3)
+    out = image_to_rgb(msg)
+    assert out.flags.c_contiguous
+    assert not np.shares_memory(out, np.frombuffer(msg.data, np.uint8))
+
+
+@pytest.mark.parametrize("encoding", list(CASES))
+def test_each_encoding_is_colour_converted_at_most_once(encoding, monkeypatch):
+    calls = []
+    real = cv2.cvtColor
+    monkeypatch.setattr(cv2, "cvtColor", lambda src, code: calls.append(src.shape) or real(src, code))
+    msg = _msg(CASES[encoding][0], encoding, pad=1)
+    image_to_rgb(msg)
+    assert len(calls) == (0 if encoding == "rgb8" else 1)
+    calls.clear()
+    image_to_array(msg)
+    assert len(calls) == (0 if encoding in ("rgb8", "mono8", "mono16") else 1)
+
+
+def test_unknown_bytes_after_height_x_step_are_ignored():
+    msg = _msg(RGB[:, :, ::-1], "bgr8", pad=2)
+    msg.data = bytes(msg.data) + b"\x00" * 9
+    np.testing.assert_array_equal(image_to_rgb(msg), RGB)
+
+
+@pytest.mark.parametrize("encoding", list(CASES))
+def test_conversion_after_serialization_round_trip(encoding):
+    pixels, expected = CASES[encoding]
+    msg = _msg(pixels, encoding, pad=2, bigendian=encoding == "mono16")
+    msg.header = Header(frame_id="cam")
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 12, 345
     back = deserialize_message(serialize_message(msg), Image)
-    np.testing.assert_array_equal(image_to_array(back), RGB)
+    assert (back.header.frame_id, back.header.stamp.sec, back.header.stamp.nanosec) == ("cam", 12, 345)
+    np.testing.assert_array_equal(image_to_rgb(back), expected)
+    if encoding == "rgb8":
+        assert np.shares_memory(image_to_rgb(back), np.frombuffer(back.data, np.uint8))
 
 
 def test_labels_round_trip_as_mono8_and_little_endian_mono16():
     header = Header(frame_id="cam")
     labels8 = RNG.integers(0, 19, (H, W), dtype=np.uint8)
     msg = deserialize_message(serialize_message(labels_to_image(labels8, header)), Image)
-    assert (msg.encoding, msg.step, msg.header.frame_id) == ("mono8", W, "cam")
-    np.testing.assert_array_equal(np.frombuffer(msg.data, np.uint8).reshape(H, W), labels8)
+    assert (msg.encoding, msg.height, msg.width, msg.step, msg.header.frame_id) == ("mono8", H, W, W, "cam")
+    assert len(msg.data) == H * W
+    np.testing.assert_array_equal(image_to_native(msg).pixels, labels8)
+
     labels16 = RNG.integers(0, 1000, (H, W), dtype=np.uint16)
-    msg = labels_to_image(labels16, header)
-    assert (msg.encoding, msg.step, msg.is_bigendian) == ("mono16", 2 * W, 0)
+    msg = deserialize_message(serialize_message(labels_to_image(labels16, header)), Image)
+    assert (msg.encoding, msg.step, msg.is_bigendian, len(msg.data)) == ("mono16", 2 * W, 0, 2 * H * W)
     raw = np.frombuffer(msg.data, np.uint8).reshape(H, W, 2).astype(np.uint16)
-    np.testing.assert_array_equal(raw[:, :, 0] + 256 * raw[:, :, 1], labels16)
+    np.testing.assert_array_equal(raw[:, :, 0] + 256 * raw[:, :, 1], labels16)  # low byte first
+    np.testing.assert_array_equal(image_to_native(msg).pixels, labels16)
+    # Big-endian or strided input arrays come out little-endian and tight all the same.
+    swapped = labels16.astype(">u2")[:, ::-1][:, ::-1]
+    assert labels_to_image(swapped, header).data == labels_to_image(labels16, header).data
 
 
-def test_rgb_mono_colorize_and_overlay():
+def test_rgb_and_mono_images_round_trip():
     header = Header(frame_id="x")
-    np.testing.assert_array_equal(image_to_array(rgb_to_image(RGB, header)), RGB)
-    np.testing.assert_array_equal(image_to_array(mono_to_image(RGB[:, :, 1].copy(), header)), RGB[:, :, 1])
-    palette = RNG.integers(0, 256, (5, 3), dtype=np.uint8)
-    labels = RNG.integers(0, 5, (H, W), dtype=np.uint8)
+    for encoding in ("rgb8", "bgr8"):
+        msg = deserialize_message(serialize_message(rgb_to_image(RGB, header, encoding)), Image)
+        assert (msg.encoding, msg.step, msg.header.frame_id) == (encoding, 3 * W, "x")
+        np.testing.assert_array_equal(image_to_rgb(msg), RGB)
+    bgr = rgb_to_image(RGB, header, "bgr8")
+    np.testing.assert_array_equal(np.frombuffer(bgr.data, np.uint8).reshape(H, W, 3), RGB[:, :, ::-1])
+    strided = RGB[::2, ::2]  # not contiguous: still written tight
+    np.testing.assert_array_equal(image_to_rgb(rgb_to_image(strided, header)), strided)
+    mono = RGB[:, :, 1]
+    msg = mono_to_image(mono, header)
+    assert (msg.encoding, msg.step) == ("mono8", W)
+    np.testing.assert_array_equal(image_to_array(msg), mono)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_colorize_matches_a_manual_lookup(dtype):
+    palette = RNG.integers(0, 256, (300 if dtype == np.uint16 else 5, 3), dtype=np.uint8)
+    labels = RNG.integers(0, len(palette), (H, W)).astype(dtype)
     color = colorize(labels, palette)
     manual = np.array([[palette[v] for v in row] for row in labels], dtype=np.uint8)
+    assert color.shape == (H, W, 3) and color.dtype == np.uint8
     np.testing.assert_array_equal(color, manual)
+
+
+def test_overlay_blends_and_shows_mono_in_grey():
+    color = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
     blended = overlay(RGB, color, 0.25)
-    expected = np.round(0.75 * RGB.astype(np.float64) + 0.25 * color).astype(np.uint8)
-    assert np.abs(blended.astype(int) - expected).max() <= 1
-    grey = overlay(RGB[:, :, 0].copy(), color, 0.0)
-    np.testing.assert_array_equal(grey, np.repeat(RGB[:, :, :1], 3, axis=2))
+    expected = np.round(0.75 * RGB.astype(np.float64) + 0.25 * color)
+    assert blended.shape == (H, W, 3) and blended.dtype == np.uint8
+    assert np.abs(blended - expected).max() <= 1
+    np.testing.assert_array_equal(overlay(RGB, color, 1.0), color)
+    np.testing.assert_array_equal(overlay(RGB[:, :, 0], color, 0.0), _grey_rgb(RGB[:, :, 0]))
+
+
+SMOOTH = cv2.GaussianBlur(cv2.resize(RGB, (80, 48)), (9, 9), 3)  # jpeg-friendly content
 
 
 def test_compressed_round_trip_png_exact_jpeg_close():
     header = Header(frame_id="cam")
-    smooth = cv2.GaussianBlur(cv2.resize(RGB, (80, 56)), (9, 9), 3)
-    png = array_to_compressed(smooth, header, "png")
-    np.testing.assert_array_equal(compressed_to_array(png), smooth)
-    jpeg = deserialize_message(serialize_message(array_to_compressed(smooth, header, "jpeg", 95)), CompressedImage)
-    assert jpeg.header.frame_id == "cam" and "jpeg" in jpeg.format
-    assert np.abs(compressed_to_array(jpeg).astype(int) - smooth).mean() < 3.0
+    png = deserialize_message(serialize_message(array_to_compressed(SMOOTH, header, "png")), CompressedImage)
+    assert (png.format, png.header.frame_id) == ("rgb8; png compressed bgr8", "cam")
+    np.testing.assert_array_equal(compressed_to_rgb(png), SMOOTH)
+    jpeg = array_to_compressed(SMOOTH, header, "jpeg", 95)
+    assert jpeg.format == "rgb8; jpeg compressed bgr8"
+    assert np.abs(compressed_to_array(jpeg).astype(int) - SMOOTH).mean() < 3.0
+    # Channel order: decoding must agree with OpenCV's own reading of the file, turned to RGB.
+    reference = cv2.imdecode(np.frombuffer(jpeg.data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    np.testing.assert_array_equal(compressed_to_rgb(jpeg), reference)
+
+
+@pytest.mark.parametrize("fmt", ["", "png", "jpeg", "jpg", "bgr8; jpeg compressed bgr8", "mono8; png compressed mono8"])
+def test_compressed_format_strings(fmt):
+    codec = "png" if "png" in fmt or not fmt else "jpeg"
+    msg = array_to_compressed(SMOOTH[:, :, 1], Header(), codec)  # mono comes back as grey RGB
+    assert msg.format == f"mono8; {codec} compressed mono8"
+    msg.format = fmt
+    out = compressed_to_rgb(msg)
+    assert out.shape == (48, 80, 3)
+    assert np.abs(out.astype(int) - _grey_rgb(SMOOTH[:, :, 1])).max() <= (0 if codec == "png" else 12)
 
 
 @pytest.mark.parametrize(
     ("msg", "message"),
     [
-        (Image(height=2, width=2, encoding="32FC1", step=8, data=bytes(16)), "unsupported encoding '32FC1'"),
-        (Image(height=0, width=4, encoding="rgb8", step=12, data=b""), "empty"),
-        (Image(height=4, width=4, encoding="rgb8", step=8, data=bytes(48)), "step 8 is shorter than a row"),
+        (
+            Image(height=2, width=2, encoding="32FC1", step=8, data=bytes(16)),
+            "unsupported encoding '32FC1'; supported: rgb8",
+        ),
+        (Image(height=2, width=2, encoding="", step=8, data=bytes(16)), "unsupported encoding ''"),
+        (Image(height=0, width=4, encoding="rgb8", step=12, data=b""), "empty: 4x0 pixels"),
+        (Image(height=4, width=0, encoding="mono8", step=0, data=b""), "empty: 0x4 pixels"),
+        (Image(height=4, width=4, encoding="rgb8", step=8, data=bytes(48)), "expected at least 12 bytes"),
+        (Image(height=4, width=4, encoding="mono16", step=6, data=bytes(48)), "expected at least 8 bytes"),
         (Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(47)), "needs 48 bytes, got 47"),
+        (Image(height=3, width=4, encoding="bgra8", step=20, data=bytes(56)), "needs 60 bytes, got 56"),
         (Image(height=10**6, width=10**6, encoding="rgb8", step=3 * 10**6, data=bytes(12)), "larger than allowed"),
+        (Image(height=MAX_SIDE + 1, width=1, encoding="mono8", step=1, data=bytes(8)), "larger than allowed"),
         (Image(height=2, width=3, encoding="yuyv", step=6, data=bytes(12)), "even width"),
     ],
 )
 def test_bad_images_raise_conversion_errors(msg, message):
-    with pytest.raises(ConversionError, match=message):
+    with pytest.raises(ConversionError, match=message.replace("(", r"\(")):
+        image_to_rgb(msg)
+    with pytest.raises(ValueError):  # ConversionError is a ValueError for callers that catch those
         image_to_array(msg)
 
 
-def test_bad_compressed_images_and_arrays():
-    with pytest.raises(ConversionError, match="does not decode"):
-        compressed_to_array(CompressedImage(format="jpeg", data=b"\xff\xd8\xff garbage"))
-    with pytest.raises(ConversionError, match="no data"):
-        compressed_to_array(CompressedImage(format="png", data=b""))
-    with pytest.raises(ConversionError, match="not supported"):
-        compressed_to_array(CompressedImage(format="16UC1; compressedDepth", data=b"x"))
-    with pytest.raises(ConversionError, match="no colour"):
-        colorize(np.full((2, 2), 7, np.uint8), np.zeros((5, 3), np.uint8))
-    with pytest.raises(ConversionError, match="uint8 or uint16"):
-        labels_to_image(np.zeros((2, 2), np.int32), Header())
-
-
 def test_a_huge_declared_image_is_rejected_before_allocating():
-    msg = Image(height=16000, width=16000, encoding="rgb8", step=48000, data=bytes(10))
+    side = MAX_SIDE  # allowed per side; 2^28 pixels is the limit, 16384^2 = 2^28 exactly passes
+    assert side * side <= MAX_PIXELS
+    msg = Image(height=side, width=side, encoding="rgb8", step=3 * side, data=bytes(10))
     tracemalloc.start()  # numpy reports its buffers to tracemalloc
     try:
-        with pytest.raises(ConversionError, match="needs 768000000 bytes"):
-            image_to_array(msg)
+        with pytest.raises(ConversionError, match=f"needs {3 * side * side} bytes, got 10"):
+            image_to_rgb(msg)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 1 << 20  # nothing near the 768 MB the header declares
+    assert peak < 1 << 20  # nothing near the 805 MB the header declares
+
+
+def _png_header(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def test_compressed_images_declaring_huge_sizes_are_refused_before_decoding():
+    png = CompressedImage(format="png", data=_png_header(100_000, 100_000) + bytes(64))
+    jpeg = bytearray(array_to_compressed(SMOOTH, Header(), "jpeg").data)
+    sof = next(i for i in range(2, len(jpeg) - 1) if jpeg[i] == 0xFF and jpeg[i + 1] == 0xC0)
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 60_000, 60_000)  # height, width
+    tracemalloc.start()
+    try:
+        for msg in (png, CompressedImage(format="jpeg", data=bytes(jpeg))):
+            with pytest.raises(ConversionError, match="larger than allowed"):
+                compressed_to_rgb(msg)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_bad_compressed_images():
+    jpeg = array_to_compressed(SMOOTH, Header(), "jpeg").data
+    cases = [
+        (
+            CompressedImage(format="jpeg", data=jpeg[: len(jpeg) // 2]),
+            r"jpeg image of 80x48 \(\d+ bytes\) does not decode",
+        ),
+        (CompressedImage(format="jpeg", data=b"\xff\xd8\xff garbage"), "no frame header"),
+        (CompressedImage(format="jpeg", data=b"GIF89a" + bytes(20)), "neither jpeg nor png"),
+        (CompressedImage(format="png", data=b""), "no data"),
+        (CompressedImage(format="png", data=_png_header(4, 4)[:20]), "truncated"),
+        (CompressedImage(format="png", data=_png_header(0, 4)), "empty"),
+        (CompressedImage(format="png", data=jpeg), "names png, but the data is jpeg"),
+        (CompressedImage(format="16UC1; compressedDepth png", data=b"x"), "not supported; expected jpeg or png"),
+        (CompressedImage(format="theora", data=b"x"), "not supported"),
+    ]
+    for msg, message in cases:
+        with pytest.raises(ConversionError, match=message):
+            compressed_to_rgb(msg)
+
+
+def test_bad_arrays_and_settings():
+    header = Header()
+    palette = np.zeros((5, 3), np.uint8)
+    cases = [
+        (
+            lambda: colorize(np.full((2, 2), 7, np.uint8), palette),
+            r"label 7 has no colour in a palette of 5 \(ids 0..4\)",
+        ),
+        (lambda: colorize(np.zeros((2, 2), np.int64), palette), r"labels must be an \(H, W\) uint8 or uint16 array"),
+        (lambda: colorize(np.zeros((2, 2), np.uint8), palette.astype(np.int32)), "palette must be a non-empty"),
+        (lambda: colorize(np.zeros((2, 2), np.uint8), palette[:, :2]), r"palette must be an \(N, 3\)"),
+        (lambda: labels_to_image(np.zeros((2, 2), np.int32), header), "uint8 or uint16 array, got"),
+        (lambda: labels_to_image(np.zeros((2, 2, 1), np.uint8), header), r"got \(2, 2, 1\) uint8"),
+        (lambda: labels_to_image(np.zeros((0, 3), np.uint8), header), "empty"),
+        (lambda: rgb_to_image(np.zeros((2, 2, 4), np.uint8), header), r"\(H, W, 3\) uint8 array"),
+        (lambda: rgb_to_image(RGB, header, "rgba8"), "rgb8 or bgr8, not 'rgba8'"),
+        (lambda: mono_to_image(np.zeros((2, 2), np.float32), header), "float32"),
+        (lambda: overlay(RGB, RGB[:2], 0.5), "differ in size"),
+        (lambda: overlay(RGB, RGB, 1.5), r"alpha must be in \[0, 1\]"),
+        (lambda: array_to_compressed(RGB, header, "webp"), "'jpeg' or 'png'"),
+        (lambda: array_to_compressed(RGB, header, "jpeg", 0), "quality"),
+        (lambda: array_to_compressed(RGB.astype(np.uint16), header), "uint8"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ConversionError, match=message):
+            call()

@@ -19,7 +19,7 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from vseg.msg import SegmentationClasses, SegmentationInfo
@@ -63,6 +63,7 @@ class NodeUnderTest:
     """The installed executable with --ros-args, and a test node that talks to it."""
 
     def __init__(self, ctx, spin_until, tmp_path, params: dict, cameras=("",)):
+        compressed = params.get("compressed", False)
         self.ns = f"/t{os.getpid()}_{int(time.monotonic() * 1000) % 100000}"
         params_file = tmp_path / "params.yaml"
         lines = ["/**:", "  ros__parameters:"] + [f"    {k}: {v!r}" for k, v in params.items()]
@@ -87,9 +88,8 @@ class NodeUnderTest:
             base = f"{self.ns}/segmentation" + (f"/{cam}" if cam else "")
             self.node.create_subscription(Image, f"{base}/labels", self.labels[cam].append, RELIABLE)
             self.node.create_subscription(SegmentationInfo, f"{base}/info", self.infos[cam].append, RELIABLE)
-            self.pubs[cam] = self.node.create_publisher(
-                Image, f"{self.ns}/" + (f"{cam}/" if cam else "") + "image", RELIABLE
-            )
+            topic = f"{self.ns}/" + (f"{cam}/" if cam else "") + ("image/compressed" if compressed else "image")
+            self.pubs[cam] = self.node.create_publisher(CompressedImage if compressed else Image, topic, RELIABLE)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, RELIABLE)
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -246,3 +246,20 @@ def test_a_bad_weights_parameter_stops_start_up_naming_it(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "parameter 'weights'" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_compressed_input_gives_the_labels_of_the_decoded_frame(start_node, checkpoint):
+    from std_msgs.msg import Header
+
+    from vseg_ros.conversions import array_to_compressed, compressed_to_array
+
+    node = start_node({"model": "lstm_icnet_v2", "weights": str(checkpoint), "compressed": True})
+    header = Header(frame_id="cam")
+    header.stamp.sec = 5
+    msg = array_to_compressed(_frame(3), header, "png")
+    node.send("", msg)
+    np.testing.assert_array_equal(
+        _labels(node.labels[""][0]), _expected(checkpoint, [(compressed_to_array(msg), None)])[0]
+    )
+    assert node.labels[""][0].header.frame_id == "cam" and node.infos[""][0].header.stamp.sec == 5
