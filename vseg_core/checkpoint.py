@@ -9,6 +9,8 @@ JSON and then requires the tensors to match it exactly: no partial loads.
 from __future__ import annotations
 
 import json
+import math
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +77,13 @@ def save_checkpoint(
         raise CheckpointError(f"metadata and config must be JSON-serialisable: {exc}") from None
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(weights), metadata={"format": FORMAT, "model": name})
-    record.write_text(text + "\n", encoding="utf-8")
+    # Write both halves beside their final names, then rename: a run killed mid-save (training
+    # saves periodically) leaves the previous checkpoint whole instead of a torn pair.
+    tmp_weights, tmp_record = weights.with_name(weights.name + ".tmp"), record.with_name(record.name + ".tmp")
+    save_file(tensors, str(tmp_weights), metadata={"format": FORMAT, "model": name})
+    tmp_record.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp_weights, weights)
+    os.replace(tmp_record, record)
     return weights
 
 
@@ -104,18 +111,60 @@ def read_checkpoint_record(path: str | Path) -> CheckpointRecord:
     return CheckpointRecord(data["model"], data["config"], palette, data.get("metadata") or {})
 
 
-def _check_safetensors(weights: Path) -> None:
-    """Validate the container before handing it to the loader: header length within the file."""
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _read_safetensors_header(weights: Path) -> dict[str, Any]:
+    """The validated JSON header of a safetensors file, read without touching any tensor data.
+
+    Checks the header length against the file, then every entry's dtype, shape and byte range,
+    so that a damaged or hostile file is refused before anything is allocated for it.
+    """
     if not weights.is_file():
         raise CheckpointError(f"no checkpoint weights {weights}")
     size = weights.stat().st_size
     with weights.open("rb") as f:
         head = f.read(8)
-    if len(head) < 8:
-        raise CheckpointError(f"{weights} is too short to be a safetensors file ({size} bytes)")
-    (header_len,) = struct.unpack("<Q", head)
-    if header_len > min(_MAX_HEADER_BYTES, size - 8):
-        raise CheckpointError(f"{weights} is not a valid safetensors file (header of {header_len} bytes in {size})")
+        if len(head) < 8:
+            raise CheckpointError(f"{weights} is too short to be a safetensors file ({size} bytes)")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > min(_MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(f"{weights} is not a valid safetensors file (header of {header_len} bytes in {size})")
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{weights} is not a valid safetensors file (header is not JSON: {exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{weights} is not a valid safetensors file (header is not a JSON object)")
+    data_bytes = size - 8 - header_len
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        ok = isinstance(entry, dict) and entry.get("dtype") in _DTYPE_BYTES
+        shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if ok else (None, None)
+        ok = ok and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+        ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+        if ok:
+            begin, end = offsets
+            ok = 0 <= begin <= end <= data_bytes and end - begin == math.prod(shape) * _DTYPE_BYTES[entry["dtype"]]
+        if not ok:
+            raise CheckpointError(f"{weights} is not a valid safetensors file (bad entry for tensor {name!r})")
+    return header
+
+
+def _describe_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> list[str]:
+    """'missing: ...', 'unexpected: ...', 'wrong shape: ...' parts (empty when the two agree)."""
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    wrong = sorted(
+        f"{k}: file {found[k]}, model {shape}" for k, shape in expected.items() if k in found and found[k] != shape
+    )
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if items:
+            parts.append(f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''} ({len(items)})")
+    return parts
 
 
 def load_checkpoint(
@@ -130,29 +179,26 @@ def load_checkpoint(
     record = read_checkpoint_record(path)
     if expect_model is not None and record.model != expect_model:
         raise CheckpointError(f"{weights} holds a {record.model!r} model, not {expect_model!r}")
-    _check_safetensors(weights)
+    header = _read_safetensors_header(weights)
     try:
         model = create_model(record.model, **record.config)
     except ValueError as exc:
         raise CheckpointError(f"{weights}: cannot rebuild {record.model!r} from its record: {exc}") from None
+    # Names and shapes are compared from the header first: a foreign file is refused before its
+    # tensors are read, and nothing reaches the model unless everything matches.
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(e["shape"]) for k, e in header.items() if k != "__metadata__"}
+    parts = _describe_mismatch(expected, found)
+    if parts:
+        raise CheckpointError(f"{weights} does not match {record.model!r}: " + "; ".join(parts))
+    # Same tensors but saved from another model name: a record and weights that were mixed up.
+    stored_model = (header.get("__metadata__") or {}).get("model")
+    if stored_model is not None and stored_model != record.model:
+        raise CheckpointError(f"{weights} holds {stored_model!r} weights but its record names {record.model!r}")
     try:
         tensors = load_file(str(weights), device=str(device))
     except Exception as exc:  # safetensors raises its own error type for damaged files
         raise CheckpointError(f"{weights} could not be read: {type(exc).__name__}: {exc}") from None
-    expected = model.state_dict()
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    wrong = sorted(
-        f"{k}: file {tuple(tensors[k].shape)}, model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in tensors and tensors[k].shape != v.shape
-    )
-    if missing or unexpected or wrong:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if items:
-                parts.append(f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''} ({len(items)})")
-        raise CheckpointError(f"{weights} does not match {record.model!r}: " + "; ".join(parts))
     model.load_state_dict(tensors, strict=True)
     model.checkpoint_record = record
     return model.to(device)

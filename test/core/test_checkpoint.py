@@ -58,7 +58,9 @@ def test_wrong_model_and_foreign_tensors_are_refused_whole(saved, tmp_path):
     [
         (lambda w, j: w.write_bytes(b"\xff" * 4), "too short"),
         (lambda w, j: w.write_bytes((10**12).to_bytes(8, "little") + b"{}"), "not a valid safetensors file"),
-        (lambda w, j: w.write_bytes(w.read_bytes()[:-100]), "could not be read"),
+        (lambda w, j: w.write_bytes(w.read_bytes()[:-100]), "bad entry for tensor"),
+        (lambda w, j: w.write_bytes((2).to_bytes(8, "little") + b"[]"), "header is not a JSON object"),
+        (lambda w, j: w.write_bytes((4).to_bytes(8, "little") + b"{no}"), "header is not JSON"),
         (lambda w, j: j.write_text("{not json"), "not valid JSON"),
         (lambda w, j: j.write_text('{"format": "other"}'), "not a vseg checkpoint record"),
         (lambda w, j: j.unlink(), "no checkpoint record"),
@@ -85,3 +87,35 @@ def test_loading_never_unpickles(saved, monkeypatch):
 def test_only_registered_models_can_be_saved(tmp_path):
     with pytest.raises(CheckpointError, match="create_model"):
         save_checkpoint(torch.nn.Conv2d(3, 3, 1), tmp_path / "x")
+
+
+def test_foreign_tensors_are_refused_from_the_header_before_reading_data(saved, tmp_path, monkeypatch):
+    from vseg_core import checkpoint
+
+    _, path = saved
+    other = save_checkpoint(create_model("icnet", num_classes=11, width=0.25), tmp_path / "other")
+    other.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("tensor data must not be read for a file that cannot match")
+
+    monkeypatch.setattr(checkpoint, "load_file", no_reading)
+    with pytest.raises(CheckpointError, match=r"missing: temporal.*\(\d+\)"):
+        load_checkpoint(other)
+
+
+def test_weights_of_another_model_name_are_refused(saved, tmp_path):
+    from safetensors.torch import load_file as read
+    from safetensors.torch import save_file as write
+
+    _, path = saved
+    write(read(str(path)), str(path), metadata={"format": "vseg-checkpoint", "model": "lstm_icnet_v3"})
+    with pytest.raises(CheckpointError, match="holds 'lstm_icnet_v3' weights but its record names 'lstm_icnet_v2'"):
+        load_checkpoint(path)
+
+
+def test_saving_replaces_both_files_whole(saved):
+    model, path = saved
+    save_checkpoint(model, path, steps=4)
+    assert read_checkpoint_record(path).metadata == {"steps": 4}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json", "m.safetensors"]
