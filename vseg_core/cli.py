@@ -111,6 +111,67 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vseg_core.checkpoint import CheckpointError, load_checkpoint
+    from vseg_core.data.layout import DatasetLayoutError
+    from vseg_core.evaluate import evaluate, evaluation_sequences, write_plots
+    from vseg_core.keyframes import FixedInterval
+    from vseg_core.models.registry import create_model
+
+    try:
+        sequences, palette = evaluation_sequences(
+            args.dataset, root=args.root, split=args.split, sequences=args.sequences, frames=args.frames,
+            height=args.height, width=args.width,
+        )  # fmt: skip
+        reports = []
+        for spec in args.models:
+            if spec.endswith(".safetensors"):
+                model = load_checkpoint(spec)
+            else:
+                name, *settings = spec.split(",")
+                config = {
+                    **args.config.get("*", {}),
+                    **args.config.get(name, {}),
+                    **parse_config(settings).get("*", {}),
+                }
+                model = create_model(name, num_classes=palette.num_classes, **config)
+                print(f"vseg eval: WARNING: {spec} has RANDOM weights; its accuracy means nothing", file=sys.stderr)
+            report = evaluate(
+                model.eval(), sequences, palette, device=args.device,
+                keyframe_policy=FixedInterval(args.interval), progress=not args.json,
+            )  # fmt: skip
+            report["model"] = spec if not spec.endswith(".safetensors") else f"{model.model_name} ({Path(spec).name})"
+            reports.append(report)
+    except (ValueError, CheckpointError, DatasetLayoutError) as exc:
+        raise CliError(str(exc)) from None
+    out = {"dataset": args.dataset, "split": args.split, "reports": reports}
+    written = []
+    if args.out:
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "eval.json").write_text(json.dumps(out, indent=2))
+        written = [out_dir / "eval.json", *write_plots(reports, out_dir)]
+    if args.json:
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{args.dataset} {args.split}: {len(sequences)} sequences, {reports[0]['frames']} frames")
+    print(f"{'model':<34} {'mIoU':>6} {'FP':>7} {'FIP':>7} {'ms/frame':>9} {'keyframes':>9}")
+    for r in reports:
+        fp = f"{r['fp']:.4f}" if r["fp"] is not None else "-"
+        print(
+            f"{r['model']:<34} {r['miou']:6.3f} {fp:>7} {r['fip']:7.4f} {r['ms_per_frame']:9.1f} "
+            f"{r['keyframe_share']:9.1%}"
+        )
+    for r in reports:
+        print(f"  {r['model']} IoU: " + ", ".join(f"{k} {v:.3f}" for k, v in r["iou"].items() if v is not None))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -138,6 +199,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     )
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(handler=_models)
+
+    p = commands.add_parser("eval", help="accuracy and flicker of models over a dataset's sequences")
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="checkpoint (.safetensors) or NAME[,KEY=VALUE...] with random weights",
+    )
+    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid"))
+    p.add_argument("--root", help="dataset folder (camvid)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--sequences", type=_positive_int, default=3, help="synthetic: number of scenes")
+    p.add_argument("--frames", type=_positive_int, default=30, help="synthetic: frames per scene")
+    p.add_argument("--height", type=_positive_int, default=256, help="synthetic: frame height")
+    p.add_argument("--width", type=_positive_int, default=512, help="synthetic: frame width")
+    p.add_argument("--interval", type=_positive_int, default=5, help="keyframe interval of keyframe models")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--config", action="append", default=[], metavar="[MODEL:]KEY=VALUE", help="model setting")
+    p.add_argument("--out", help="folder for eval.json and the PNG plots")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(handler=_eval)
 
     p = commands.add_parser("bench", help="latency per frame through the runtime, ratios measured in one run")
     p.add_argument(

@@ -1,0 +1,185 @@
+"""Offline evaluation of a model over whole video sequences, through the runtime the node uses.
+
+Every sequence starts from a fresh temporal state and runs frame by frame through
+``VideoSegmenter`` (no drops, deterministic), then the metrics module scores it: mIoU and per-class
+IoU on labelled frames, FP (labelled consecutive pairs) and FIP (all consecutive frames), mIoU by
+keyframe offset, keyframe share and milliseconds per frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vseg_core.keyframes import KeyframePolicy
+from vseg_core.metrics import ConfusionMatrix, FlickerMeter, KeyframeOffsetMeter
+from vseg_core.models.streaming import StreamingSegmenter
+from vseg_core.palette import ClassPalette
+from vseg_core.resets import RESET_REQUESTED
+from vseg_core.stream import VideoSegmenter
+
+__all__ = ["EvalReport", "EvalSequence", "evaluate", "evaluation_sequences", "write_plots"]
+
+
+@dataclass(frozen=True)
+class EvalSequence:
+    """name; frames: (H, W, 3) uint8 RGB each; labels: (H, W) uint8 per frame, or None where unlabelled."""
+
+    name: str
+    frames: list[np.ndarray]
+    labels: list[np.ndarray | None]
+
+
+def evaluation_sequences(
+    dataset: str,
+    *,
+    root: str | Path | None = None,
+    split: str = "val",
+    sequences: int = 3,
+    frames: int = 30,
+    height: int = 256,
+    width: int = 512,
+) -> tuple[list[EvalSequence], ClassPalette]:
+    """Whole sequences of ``dataset`` ("synthetic": ``sequences`` scenes of ``frames`` frames at
+    height x width, drawn from the split's seeds; "camvid": every run of consecutive frames of ``split``)."""
+    if dataset == "synthetic":
+        from vseg_core.data.synthetic import SYNTHETIC, SyntheticScene, SyntheticVideoConfig
+
+        offsets = {"train": 0, "val": 1_000_003, "test": 2_000_003}
+        if split not in offsets:
+            raise ValueError(f"synthetic splits are train, val and test, got {split!r}")
+        config = SyntheticVideoConfig(height=height, width=width)
+        out = []
+        for i in range(sequences):
+            clip = SyntheticScene(config, seed=offsets[split] + i).clip(0, frames, with_flow=False)
+            out.append(EvalSequence(f"{split}_{i:03d}", list(clip.frames), list(clip.labels)))
+        return out, SYNTHETIC
+    if dataset == "camvid":
+        from vseg_core.data.camvid import camvid_sequences, read_camvid_frame
+        from vseg_core.palette import CAMVID
+
+        if root is None:
+            raise ValueError("dataset 'camvid' needs --root (the folder with train/, trainannot/, val/, valannot/)")
+        out = []
+        for run in camvid_sequences(root, split):
+            pairs = [read_camvid_frame(f) for f in run]
+            out.append(EvalSequence(f"{run[0].sequence}_{run[0].frame}", [p[0] for p in pairs], [p[1] for p in pairs]))
+        return out, CAMVID
+    raise ValueError(f"unknown dataset {dataset!r} for evaluation; datasets: synthetic, camvid")
+
+
+@dataclass
+class EvalReport:
+    model: str
+    palette: ClassPalette
+    frames: int = 0
+    labelled_frames: int = 0
+    keyframes: int = 0
+    ms_per_frame: list[float] = field(default_factory=list)
+    per_sequence: list[dict] = field(default_factory=list)
+
+    def as_dict(self, confusion: ConfusionMatrix, flicker: FlickerMeter, offsets: KeyframeOffsetMeter) -> dict:
+        iou = confusion.iou()
+        return {
+            "model": self.model,
+            "frames": self.frames,
+            "labelled_frames": self.labelled_frames,
+            "miou": confusion.miou(),
+            "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(self.palette.names, iou, strict=False)},
+            **flicker.result(),
+            "ms_per_frame": float(np.median(self.ms_per_frame)) if self.ms_per_frame else float("nan"),
+            "keyframe_share": self.keyframes / self.frames if self.frames else float("nan"),
+            "miou_by_keyframe_offset": {str(k): v for k, v in offsets.result().items()},
+            "sequences": self.per_sequence,
+        }
+
+
+def evaluate(
+    model: StreamingSegmenter,
+    sequences: list[EvalSequence],
+    palette: ClassPalette,
+    *,
+    device: str = "auto",
+    keyframe_policy: KeyframePolicy | None = None,
+    input_size: tuple[int, int] | None = None,
+    progress: bool = False,
+) -> dict:
+    """Score ``model`` on ``sequences``; returns the report as a JSON-ready dict."""
+    if model.num_classes != palette.num_classes:
+        raise ValueError(f"the model predicts {model.num_classes} classes, the dataset has {palette.num_classes}")
+    ignore = palette.ignore_index if palette.ignore_index >= 0 else None
+    segmenter = VideoSegmenter(model, device=device, keyframe_policy=keyframe_policy, input_size=input_size)
+    confusion = ConfusionMatrix(palette.num_classes, ignore)
+    flicker = FlickerMeter()
+    offsets = KeyframeOffsetMeter(palette.num_classes, ignore)
+    report = EvalReport(getattr(model, "model_name", type(model).__name__), palette)
+    total = sum(len(s.frames) for s in sequences)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="frame", desc=report.model)
+    for seq in sequences:
+        segmenter.reset(RESET_REQUESTED)
+        flicker.reset_sequence()
+        seq_confusion, seq_flicker = ConfusionMatrix(palette.num_classes, ignore), FlickerMeter()
+        for frame, gt in zip(seq.frames, seq.labels, strict=True):
+            result = segmenter.step(frame)
+            info = result.info
+            report.frames += 1
+            report.keyframes += int(info.is_keyframe)
+            report.ms_per_frame.append(info.timings_ms["total"])
+            flicker.update(result.labels, gt)
+            seq_flicker.update(result.labels, gt)
+            if gt is not None:
+                report.labelled_frames += 1
+                confusion.update(result.labels, gt)
+                seq_confusion.update(result.labels, gt)
+                offsets.update(info.frames_since_keyframe, result.labels, gt)
+            if bar is not None:
+                bar.update(1)
+        report.per_sequence.append(
+            {"name": seq.name, "frames": len(seq.frames), "miou": seq_confusion.miou(), **seq_flicker.result()}
+        )
+    if bar is not None:
+        bar.close()
+    return report.as_dict(confusion, flicker, offsets)
+
+
+def write_plots(reports: list[dict], out_dir: Path) -> list[Path]:
+    """accuracy_vs_time.png (mIoU over ms/frame per model) and miou_by_keyframe_offset.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in reports:
+        ax.scatter(r["ms_per_frame"], r["miou"], s=40)
+        ax.annotate(r["model"], (r["ms_per_frame"], r["miou"]), textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel("ms per frame (median)")
+    ax.set_ylabel("mIoU")
+    ax.set_title("Accuracy vs time per frame")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out_dir / "accuracy_vs_time.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in reports:
+        by_offset = r["miou_by_keyframe_offset"]
+        ax.plot([int(k) for k in by_offset], list(by_offset.values()), marker="o", label=r["model"])
+    ax.set_xlabel("frames since keyframe")
+    ax.set_ylabel("mIoU")
+    ax.set_title("mIoU by keyframe offset")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out_dir / "miou_by_keyframe_offset.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
