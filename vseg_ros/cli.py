@@ -44,6 +44,78 @@ def _bag_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bag_make(args: argparse.Namespace) -> int:
+    from vseg_core.data.layout import DatasetLayoutError
+    from vseg_core.evaluate import evaluation_sequences
+    from vseg_ros.bag_tools import write_sequences_bag
+    from vseg_ros.bags import BagError
+
+    try:
+        sequences, _ = evaluation_sequences(
+            args.dataset, root=args.root, split=args.split, sequences=args.sequences, frames=args.frames,
+            height=args.height, width=args.width,
+        )  # fmt: skip
+        # Frame rates: synthetic renders at 15 Hz; CamVid frame numbers count a 30 fps video, and the
+        # labelled frames are every 2nd (val) or 30th (train) of it.
+        if args.dataset == "synthetic":
+            fps = [15.0] * len(sequences)
+        else:
+            fps = [15.0 if args.split == "val" else 1.0] * len(sequences)
+        count = write_sequences_bag(
+            sequences, fps, args.output, image_topic=args.image_topic,
+            label_topic=args.label_topic or None, storage=args.storage, compressed=args.compressed,
+        )  # fmt: skip
+    except (ValueError, BagError, DatasetLayoutError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"wrote {count} frames of {len(sequences)} sequences to {args.output}")
+    return 0
+
+
+def _bag_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vseg_core.checkpoint import CheckpointError, load_checkpoint
+    from vseg_core.data import dataset_palette
+    from vseg_core.keyframes import FixedInterval
+    from vseg_core.models.registry import create_model
+    from vseg_ros.bag_tools import evaluate_bag
+    from vseg_ros.bags import BagError
+
+    try:
+        palette = dataset_palette(args.classes)
+        if args.weights:
+            model = load_checkpoint(args.weights, expect_model=args.model)
+            palette = model.checkpoint_record.palette or palette
+        else:
+            model = create_model(args.model, num_classes=palette.num_classes)
+            print(
+                f"vseg bag eval: WARNING: {args.model} has RANDOM weights; its accuracy means nothing", file=sys.stderr
+            )
+        result = evaluate_bag(
+            args.bag, model.eval(), palette, image_topic=args.image_topic, label_topic=args.label_topic,
+            device=args.device, keyframe_policy=FixedInterval(args.interval), reset_gap_s=args.reset_gap,
+            write=args.write,
+        )  # fmt: skip
+    except (ValueError, BagError, CheckpointError) as exc:
+        raise CliError(str(exc)) from None
+    report = result.report
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "bag_eval.json").write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    fp = f"{report['fp']:.4f}" if report["fp"] is not None else "-"
+    print(
+        f"{args.bag}: {report['frames']} frames ({report['labelled_frames']} labelled) in "
+        f"{len(report['sequences'])} sequences; mIoU {report['miou']:.3f}, FP {fp}, FIP {report['fip']:.4f}, "
+        f"{report['ms_per_frame']:.1f} ms/frame, keyframes {report['keyframe_share']:.1%}"
+    )
+    if result.labels_without_image:
+        print(f"warning: {result.labels_without_image} label images matched no image (by stamp)")
+    return 0
+
+
 def _node_bench(args: argparse.Namespace) -> int:
     from vseg_ros.node_bench import measure_node_overhead
 
@@ -79,6 +151,36 @@ def build_ros_parser() -> argparse.ArgumentParser:
         "--wait-for-subscribers", type=float, default=0.0, metavar="S", help="wait up to S s for subscribers first"
     )
     p.set_defaults(handler=_bag_play)
+
+    p = bag_commands.add_parser("make", help="write a dataset's sequences into a rosbag2")
+    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid"))
+    p.add_argument("--root", help="dataset folder (camvid)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--sequences", type=int, default=3, help="synthetic: number of scenes")
+    p.add_argument("--frames", type=int, default=30, help="synthetic: frames per scene")
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--image-topic", default="/camera/image_raw")
+    p.add_argument("--label-topic", default="/camera/labels", help="ground truth (mono8); empty: none")
+    p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
+    p.add_argument("--compressed", action="store_true", help="CompressedImage (jpeg) instead of Image")
+    p.add_argument("-o", "--output", required=True, help="new bag directory")
+    p.set_defaults(handler=_bag_make)
+
+    p = bag_commands.add_parser("eval", help="segment every frame of a bag and score it")
+    p.add_argument("bag")
+    p.add_argument("--image-topic", required=True)
+    p.add_argument("--label-topic", help="ground-truth labels (mono8), matched by stamp")
+    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--weights", help="checkpoint; without it random weights, loudly warned")
+    p.add_argument("--classes", default="synthetic", help="label set without a checkpoint: synthetic or camvid")
+    p.add_argument("--interval", type=int, default=5, help="keyframe interval")
+    p.add_argument("--reset-gap", type=float, default=1.0, help="reset on stamp jumps beyond this (s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--write", help="new bag: the input plus /vseg/labels, /vseg/color, /vseg/info")
+    p.add_argument("--out", help="folder for bag_eval.json")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_bag_eval)
 
     p = commands.add_parser("node-bench", help="time the node's own work per frame against the core step")
     p.add_argument("model", help="registered model name")

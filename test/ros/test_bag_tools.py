@@ -1,0 +1,63 @@
+"""vseg bag make -> vseg bag eval gives what vseg eval gives on the same frames."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sensor_msgs.msg import Image
+
+from vseg.msg import SegmentationInfo
+from vseg_core.evaluate import evaluate, evaluation_sequences
+from vseg_core.models.registry import create_model
+from vseg_ros.bag_tools import evaluate_bag, write_sequences_bag
+from vseg_ros.bags import BagError, list_topics, read_messages
+
+
+@pytest.fixture(scope="module")
+def data():
+    sequences, palette = evaluation_sequences("synthetic", sequences=2, frames=4, height=48, width=64)
+    torch.manual_seed(5)
+    model = create_model("lstm_icnet_v2", num_classes=palette.num_classes, conv="separable", width=0.25).eval()
+    return sequences, palette, model
+
+
+def test_bag_eval_equals_eval_on_the_same_frames_and_writes_a_complete_bag(tmp_path, data):
+    sequences, palette, model = data
+    bag = tmp_path / "bag"
+    assert write_sequences_bag(sequences, [15.0, 15.0], bag) == 8
+    result = evaluate_bag(
+        bag, model, palette, image_topic="/camera/image_raw", label_topic="/camera/labels", device="cpu",
+        write=tmp_path / "out",
+    )  # fmt: skip
+    direct = evaluate(model, sequences, palette, device="cpu")
+    assert result.frames_read == result.frames_evaluated == 8 and result.labels_without_image == 0
+    for key in ("miou", "fp", "fip", "iou", "miou_by_keyframe_offset", "labelled_frames"):
+        assert result.report[key] == direct[key], key
+    assert [s["reset_reason"] for s in result.report["sequences"]] == ["first_frame", "stamp_gap"]
+    topics = {t.name: t.count for t in list_topics(tmp_path / "out")}
+    assert topics == {"/camera/image_raw": 8, "/camera/labels": 8, "/vseg/labels": 8, "/vseg/color": 8, "/vseg/info": 8}
+    infos = [m for _, _, m in read_messages(tmp_path / "out", {"/vseg/info": SegmentationInfo})]
+    assert [i.state_reset for i in infos] == [True, False, False, False, True, False, False, False]
+    labels = [m for _, _, m in read_messages(tmp_path / "out", {"/vseg/labels": Image})]
+    images = [m for _, _, m in read_messages(tmp_path / "out", {"/camera/image_raw": Image})]
+    assert [m.header for m in labels] == [m.header for m in images]
+
+
+def test_compressed_bag_gives_close_results(tmp_path, data):
+    sequences, palette, model = data
+    write_sequences_bag(sequences, [15.0, 15.0], tmp_path / "raw")
+    write_sequences_bag(sequences, [15.0, 15.0], tmp_path / "jpeg", compressed=True)
+    kwargs = {"image_topic": "/camera/image_raw", "label_topic": "/camera/labels", "device": "cpu"}
+    raw = evaluate_bag(tmp_path / "raw", model, palette, **kwargs).report
+    jpeg = evaluate_bag(tmp_path / "jpeg", model, palette, **kwargs).report
+    assert jpeg["frames"] == raw["frames"] == 8
+    assert abs(jpeg["miou"] - raw["miou"]) < 0.1 and abs(jpeg["fip"] - raw["fip"]) < 0.1
+
+
+def test_bag_eval_names_missing_topics(tmp_path, data):
+    sequences, palette, model = data
+    write_sequences_bag(sequences[:1], [15.0], tmp_path / "bag", label_topic=None)
+    with pytest.raises(BagError, match=r"no topic /image; its topics: /camera/image_raw \[sensor_msgs/msg/Image\]"):
+        evaluate_bag(tmp_path / "bag", model, palette, image_topic="/image")
+    with pytest.raises(BagError, match="no topic /camera/labels"):
+        evaluate_bag(tmp_path / "bag", model, palette, image_topic="/camera/image_raw", label_topic="/camera/labels")
