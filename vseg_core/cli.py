@@ -207,10 +207,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         metavar="MODEL",
         help="checkpoint (.safetensors) or NAME[,KEY=VALUE...] with random weights",
     )
-    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid"))
+    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid", "cityscapes"))
     p.add_argument("--root", help="dataset folder (camvid)")
     p.add_argument("--split", default="val")
-    p.add_argument("--sequences", type=_positive_int, default=3, help="synthetic: number of scenes")
+    p.add_argument("--sequences", type=_positive_int, default=3, help="synthetic: scenes; cityscapes: snippets")
     p.add_argument("--frames", type=_positive_int, default=30, help="synthetic: frames per scene")
     p.add_argument("--height", type=_positive_int, default=256, help="synthetic: frame height")
     p.add_argument("--width", type=_positive_int, default=512, help="synthetic: frame width")

@@ -43,7 +43,8 @@ def evaluation_sequences(
     width: int = 512,
 ) -> tuple[list[EvalSequence], ClassPalette]:
     """Whole sequences of ``dataset`` ("synthetic": ``sequences`` scenes of ``frames`` frames at
-    height x width, drawn from the split's seeds; "camvid": every run of consecutive frames of ``split``)."""
+    height x width, drawn from the split's seeds; "camvid": every run of consecutive frames of ``split``;
+    "cityscapes": the first ``sequences`` snippets, 20 frames each ending at the annotated one)."""
     if dataset == "synthetic":
         from vseg_core.data.synthetic import SYNTHETIC, SyntheticScene, SyntheticVideoConfig
 
@@ -67,7 +68,20 @@ def evaluation_sequences(
             pairs = [read_camvid_frame(f) for f in run]
             out.append(EvalSequence(f"{run[0].sequence}_{run[0].frame}", [p[0] for p in pairs], [p[1] for p in pairs]))
         return out, CAMVID
-    raise ValueError(f"unknown dataset {dataset!r} for evaluation; datasets: synthetic, camvid")
+    if dataset == "cityscapes":
+        from vseg_core.data.cityscapes import cityscapes_snippets, read_image, read_labels
+        from vseg_core.palette import CITYSCAPES
+
+        if root is None:
+            raise ValueError("dataset 'cityscapes' needs --root (the folder with leftImg8bit_sequence/ and gtFine/)")
+        out = []
+        for snippet in cityscapes_snippets(root, split)[:sequences]:
+            labels: list[np.ndarray | None] = [None] * len(snippet.images)
+            labels[snippet.labelled] = read_labels(snippet.label)
+            name = f"{snippet.city}_{snippet.sequence:06d}"
+            out.append(EvalSequence(name, [read_image(p) for p in snippet.images], labels))
+        return out, CITYSCAPES
+    raise ValueError(f"unknown dataset {dataset!r} for evaluation; datasets: synthetic, camvid, cityscapes")
 
 
 @dataclass

@@ -56,9 +56,11 @@ def _bag_make(args: argparse.Namespace) -> int:
             height=args.height, width=args.width,
         )  # fmt: skip
         # Frame rates: synthetic renders at 15 Hz; CamVid frame numbers count a 30 fps video, and the
-        # labelled frames are every 2nd (val) or 30th (train) of it.
+        # labelled frames are every 2nd (val) or 30th (train) of it; Cityscapes records 17 Hz.
         if args.dataset == "synthetic":
             fps = [15.0] * len(sequences)
+        elif args.dataset == "cityscapes":
+            fps = [17.0] * len(sequences)  # Cityscapes sequences are recorded at 17 Hz
         else:
             fps = [15.0 if args.split == "val" else 1.0] * len(sequences)
         count = write_sequences_bag(
@@ -153,10 +155,10 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_bag_play)
 
     p = bag_commands.add_parser("make", help="write a dataset's sequences into a rosbag2")
-    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid"))
+    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid", "cityscapes"))
     p.add_argument("--root", help="dataset folder (camvid)")
     p.add_argument("--split", default="val")
-    p.add_argument("--sequences", type=int, default=3, help="synthetic: number of scenes")
+    p.add_argument("--sequences", type=int, default=3, help="synthetic: scenes; cityscapes: snippets")
     p.add_argument("--frames", type=int, default=30, help="synthetic: frames per scene")
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=512)

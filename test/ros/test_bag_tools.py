@@ -61,3 +61,20 @@ def test_bag_eval_names_missing_topics(tmp_path, data):
         evaluate_bag(tmp_path / "bag", model, palette, image_topic="/image")
     with pytest.raises(BagError, match="no topic /camera/labels"):
         evaluate_bag(tmp_path / "bag", model, palette, image_topic="/camera/image_raw", label_topic="/camera/labels")
+
+
+def test_bag_make_writes_cityscapes_snippets_with_their_one_label(tmp_path):
+    import subprocess
+    import sys
+
+    from cityscapes_fixture import make_cityscapes
+
+    make_cityscapes(tmp_path / "cs")
+    out = subprocess.run(
+        [sys.executable, "-m", "vseg_ros.cli", "bag", "make", "--dataset", "cityscapes", "--root",
+         str(tmp_path / "cs"), "--split", "val", "--sequences", "2", "-o", str(tmp_path / "bag")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    topics = {t.name: t.count for t in list_topics(tmp_path / "bag")}
+    assert topics == {"/camera/image_raw": 40, "/camera/labels": 2}
