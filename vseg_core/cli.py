@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 __all__ = ["CliError", "build_parser", "main", "parse_config", "run"]
 
@@ -18,6 +19,34 @@ Handler = Callable[[argparse.Namespace], int]
 
 class CliError(Exception):
     """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def _cost_row(entry, cost) -> dict[str, object]:
+    def gflops(value: float) -> float:
+        return round(value, 3)
+
+    return {
+        "name": cost.name,
+        "family": entry.family,
+        "description": entry.description,
+        "params": cost.params,
+        "keyframe_gflops": gflops(cost.keyframe_gflops),
+        "nonkey_gflops": gflops(cost.nonkey_gflops),
+        "uses_keyframes": cost.uses_keyframes,
+        "cell_params": cost.cell_params,
+        "cell_gflops": gflops(cost.cell_keyframe_gflops),
+        "cell_nonkey_gflops": gflops(cost.cell_nonkey_gflops),
+        "parts": [
+            {
+                "name": part.name,
+                "params": part.params,
+                "keyframe_gflops": gflops(part.keyframe_gflops),
+                "nonkey_gflops": gflops(part.nonkey_gflops),
+                "cell": part.is_cell,
+            }
+            for part in cost.parts
+        ],
+    }
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -33,20 +62,7 @@ def _models(args: argparse.Namespace) -> int:
             model = create_model(name, num_classes=args.classes, **config)
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        cost = count_cost(model, height=args.height, width=args.width, name=name)
-        rows.append(
-            {
-                "name": name,
-                "family": entry.family,
-                "description": entry.description,
-                "params": cost.params,
-                "keyframe_gflops": round(cost.keyframe_gflops, 3),
-                "nonkey_gflops": round(cost.nonkey_gflops, 3),
-                "uses_keyframes": cost.uses_keyframes,
-                "cell_params": cost.cell_params,
-                "cell_gflops": round(cost.cell_keyframe_gflops, 3),
-            }
-        )
+        rows.append(_cost_row(entry, count_cost(model, height=args.height, width=args.width, name=name)))
     if args.json:
         json.dump({"height": args.height, "width": args.width, "classes": args.classes, "models": rows}, sys.stdout)
         sys.stdout.write("\n")
@@ -54,21 +70,34 @@ def _models(args: argparse.Namespace) -> int:
     print(f"{args.height}x{args.width} input, {args.classes} classes; GFLOPs per frame (FLOP counter, 2 per MAC)")
     columns = ("model", "family", "params", "key GFLOPs", "non-key", "cell params", "cell GFLOPs")
     widths = (16, 9, 11, 11, 9, 12, 12)
-    print(" ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(columns, widths, strict=True))))
+
+    def line(cells: Sequence[str]) -> str:
+        return " ".join(
+            f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    print(line(columns))
     print("-" * (sum(widths) + len(widths) - 1))
     for r in rows:
-        cells = [
-            r["name"],
-            r["family"],
-            f"{r['params']:,d}",
-            f"{r['keyframe_gflops']:.2f}",
-            f"{r['nonkey_gflops']:.2f}" if r["uses_keyframes"] else "-",
-            f"{r['cell_params']:,d}" if r["cell_params"] else "-",
-            f"{r['cell_gflops']:.2f}" if r["cell_params"] else "-",
-        ]
         print(
-            " ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+            line(
+                [
+                    r["name"],
+                    r["family"],
+                    f"{r['params']:,d}",
+                    f"{r['keyframe_gflops']:.2f}",
+                    f"{r['nonkey_gflops']:.2f}" if r["uses_keyframes"] else "-",
+                    f"{r['cell_params']:,d}" if r["cell_params"] else "-",
+                    f"{r['cell_gflops']:.2f}" if r["cell_params"] else "-",
+                ]
+            )
         )
+        if args.parts:
+            for part in r["parts"]:
+                nonkey = f"{part['nonkey_gflops']:.2f}" if r["uses_keyframes"] else "-"
+                label = f"  {part['name']}"
+                kind = "  ConvLSTM cell" if part["cell"] else ""
+                print(f"{label:<26} {part['params']:>11,d} {part['keyframe_gflops']:>11.2f} {nonkey:>9}{kind}")
     return 0
 
 
@@ -182,8 +211,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), like the subcommands' own errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    parser = argparse.ArgumentParser(prog="vseg", description="Semantic segmentation of video that uses time.")
+    parser = _Parser(prog="vseg", description="Semantic segmentation of video that uses time.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = commands.add_parser("models", help="list registered models with parameters and GFLOPs per frame")
     p.add_argument("names", nargs="*", help="models to list (default: all)")
@@ -197,7 +233,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         metavar="[MODEL:]KEY=VALUE",
         help="model setting, e.g. conv=separable or lstm_icnet_v2:reduce_channels=32 (repeatable)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument("--parts", action="store_true", help="also list each model's parts (submodules, ConvLSTM cells)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts (always with the parts)")
     p.set_defaults(handler=_models)
 
     p = commands.add_parser("eval", help="accuracy and flicker of models over a dataset's sequences")

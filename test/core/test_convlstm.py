@@ -80,3 +80,32 @@ def test_bad_inputs_fail_with_the_expected_shape():
         cell(torch.zeros(6, 8, 8))
     with pytest.raises(ValueError, match="state must be"):
         cell(torch.zeros(1, 6, 8, 8), (torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 4, 4)))
+
+
+@pytest.mark.parametrize("conv", CONV_VARIANTS)
+def test_each_gate_is_the_variants_convolution(conv):
+    # Every gate's x-path rebuilt from torch.nn layers with the cell's weights, as the variant is
+    # defined: standard k x k; spatial k x 1 then 1 x k; depthwise k x k per channel; separable
+    # depthwise k x k then 1 x 1.
+    c, k = 4, 3
+    cell = ConvLSTMCell(c, c, conv=conv).double()
+    convs = cell.x_convs
+    x = torch.randn(1, c, 7, 6, dtype=torch.float64)
+    for gate in range(4):
+        rows, layers = slice(gate * c, (gate + 1) * c), []
+        if conv == "standard":
+            layers.append((torch.nn.Conv2d(c, c, k, padding=1, bias=False), convs.weight[rows]))
+        elif conv == "spatial":
+            layers.append((torch.nn.Conv2d(c, c, (k, 1), padding=(1, 0), bias=False), convs.weight_v[rows]))
+            layers.append((torch.nn.Conv2d(c, c, (1, k), padding=(0, 1), bias=False), convs.weight_h[rows]))
+        elif conv == "depthwise":
+            layers.append((torch.nn.Conv2d(c, c, k, padding=1, groups=c, bias=False), convs.weight[rows]))
+        else:
+            layers.append((torch.nn.Conv2d(c, c, k, padding=1, groups=c, bias=False), convs.weight_dw[rows]))
+            layers.append((torch.nn.Conv2d(c, c, 1, bias=False), convs.weight_pw[rows]))
+        y = x
+        for layer, weight in layers:
+            with torch.no_grad():
+                layer.double().weight.copy_(weight)
+                y = layer(y)
+        torch.testing.assert_close(convs.gate(x, gate), y)

@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from vseg_core.cli import main, parse_config
-from vseg_core.cost import model_cost
+from vseg_core.cost import count_cost, model_cost
 from vseg_core.models.registry import create_model
 
 
@@ -21,8 +23,44 @@ def test_cell_cost_equals_the_convolution_arithmetic():
     assert cost.cell_keyframe_gflops * 1e9 == 2 * macs
     model = create_model("lstm_icnet_v2", num_classes=5)
     assert cost.params == sum(p.numel() for p in model.parameters())
-    assert cost.cell_params == sum(p.numel() for p in model.temporal.parameters())
+    assert cost.cell_params == sum(p.numel() for p in model.temporal["fused"].cell.parameters())
     assert cost.nonkey_gflops == cost.keyframe_gflops and not cost.uses_keyframes
+    assert cost.cell_nonkey_gflops == cost.cell_keyframe_gflops
+
+
+def test_cells_at_one_sixteenth_and_the_faster_reduction_cost_what_their_convolutions_do():
+    # v4 at 64x64: two cells on the 4x4 maps of the low and medium branches.
+    c, k = 128, 3
+    v4 = model_cost("lstm_icnet_v4", height=64, width=64, num_classes=5)
+    assert v4.cell_keyframe_gflops * 1e9 == 2 * (2 * 16 * 4 * 2 * c * c * k * k)
+    assert [p.name for p in v4.parts if p.is_cell] == ["temporal.sub4.cell", "temporal.sub2.cell"]
+    # v2 with reduce_channels=32: the two bias-free 1x1 convolutions (128 -> 32 and 128 -> 96) on
+    # the 8x8 map are the block's own FLOPs, the 32-channel cell has its own row.
+    faster = {
+        p.name: p for p in model_cost("lstm_icnet_v2", height=64, width=64, num_classes=5, reduce_channels=32).parts
+    }
+    assert faster["temporal.fused"].keyframe_gflops * 1e9 == 2 * 64 * (c * 32 + c * 96)
+    assert faster["temporal.fused.cell"].keyframe_gflops * 1e9 == 2 * 64 * 4 * 2 * 32 * 32 * k * k
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        ("icnet", {}),
+        ("lstm_icnet_v6", {"conv": "spatial"}),
+        ("lstm_icnet_v5", {"conv": "separable", "reduce_channels": 48}),
+    ],
+)
+def test_parts_add_up_to_the_totals(name, config):
+    model = create_model(name, num_classes=4, width=0.5, **config)
+    cost = count_cost(model, height=96, width=160)
+    assert sum(p.params for p in cost.parts) == cost.params == sum(p.numel() for p in model.parameters())
+    assert sum(p.keyframe_gflops for p in cost.parts) == pytest.approx(cost.keyframe_gflops, rel=1e-12)
+    # The whole model counted in one piece by the FLOP counter, without hooks.
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 96, 160))
+    assert counter.get_total_flops() / 1e9 == pytest.approx(cost.keyframe_gflops, rel=1e-12)
 
 
 def test_separable_cells_meet_the_papers_savings_at_1024x2048():
@@ -43,7 +81,10 @@ def test_models_json_matches_the_models(capsys):
     rows = {r["name"]: r for r in report["models"]}
     sep = create_model("lstm_icnet_v2", num_classes=4, conv="separable")
     assert rows["lstm_icnet_v2"]["params"] == sum(p.numel() for p in sep.parameters())
-    assert rows["lstm_icnet_v2"]["cell_params"] == sum(p.numel() for p in sep.temporal.parameters())
+    assert rows["lstm_icnet_v2"]["cell_params"] == sum(p.numel() for p in sep.temporal["fused"].cell.parameters())
+    for row in rows.values():
+        assert sum(p["params"] for p in row["parts"]) == row["params"]
+        assert sum(p["keyframe_gflops"] for p in row["parts"]) == pytest.approx(row["keyframe_gflops"], abs=0.01)
     assert rows["icnet"]["cell_params"] == 0
     assert rows["icnet"]["params"] == sum(p.numel() for p in create_model("icnet", num_classes=4).parameters())
 
@@ -58,9 +99,41 @@ def test_config_parsing():
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["models", "nope"], "unknown model 'nope'"), (["models", "--config", "conv"], "expects [MODEL:]KEY=VALUE")],
+    [
+        (["models", "nope"], "vseg models: unknown model 'nope'; registered models: "),
+        (["models", "--config", "conv"], "vseg models: --config expects [MODEL:]KEY=VALUE"),
+        (["models", "--height", "0"], "vseg models: argument --height: expected a positive integer, got 0"),
+        (
+            ["models", "icnet", "--config", "conv=separable"],
+            "vseg models: model 'icnet' does not accept these settings",
+        ),
+        (["models", "lstm_icnet_v2", "--config", "conv=dilated"], "LSTM-ICNet convs: standard, spatial"),
+    ],
 )
-def test_cli_errors_are_one_line_with_status_2(args, message):
-    result = subprocess.run([sys.executable, "-m", "vseg_core.cli", *args], capture_output=True, text=True, check=False)
+def test_cli_errors_are_one_line_with_status_2(args, message, capsys):
+    try:
+        status = main(args)
+    except SystemExit as exc:  # argparse's own errors leave through exit()
+        status = exc.code
+    err = capsys.readouterr().err
+    assert status == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_console_command_exits_with_status_2_and_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "vseg_core.cli", "models", "nope"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 2
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("vseg models: unknown model 'nope'") and len(result.stderr.splitlines()) == 1
+
+
+def test_models_table_lists_the_parts_on_request(capsys):
+    assert main(["models", "lstm_icnet_v4", "--height", "64", "--width", "64", "--classes", "5", "--parts"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    cost = model_cost("lstm_icnet_v4", height=64, width=64, num_classes=5)
+    row = next(line for line in out if line.startswith("lstm_icnet_v4"))
+    assert row.split()[2] == f"{cost.params:,d}" and row.split()[5] == f"{cost.cell_params:,d}"
+    cells = [line.split() for line in out if line.endswith("ConvLSTM cell")]
+    assert [c[0] for c in cells] == ["temporal.sub4.cell", "temporal.sub2.cell"]
+    assert [c[1] for c in cells] == [f"{cost.cell_params // 2:,d}"] * 2

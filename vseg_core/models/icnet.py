@@ -6,8 +6,12 @@
   whose features the low branch continues from (the branches share those weights) -> 1/16;
 - high branch: the full frame through three strided 3x3 convolutions -> 1/8.
 Two cascade feature fusions merge them at 1/16 and 1/8; the classifier runs at 1/4 and the
-scores are upsampled to the frame. The layer list follows the ICNet model used by LSTM-ICNet;
-its auxiliary classifiers for cascade label guidance are not built (inference-time network).
+scores are upsampled to the frame. The network is built from its own layers (``vseg_core.nn.icnet_parts``),
+not from torchvision's ResNet: ICNet's backbone is the Caffe PSPNet-50 at half width (three-conv stem,
+stride in the first 1x1 of a bottleneck), which torchvision does not have. The layer list follows the
+ICNet model used by LSTM-ICNet; its auxiliary classifiers for cascade label guidance (training-only
+losses) are not built. Pyramid pooling uses adaptive average pooling, which equals the code's
+fixed-window pooling where the map size divides by the bins (32 x 64 at 1024 x 2048, except bin 3).
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from vseg_core.timing import StageTimer
 
 __all__ = ["TAP_POINTS", "ICNet", "ICNetBody", "icnet"]
 
-#: Where a temporal module can sit, in the names of the LSTM-ICNet code's placements:
-#: "sub1" after the high branch's 1x1 projection (v1), "sub4" after CFF1's dilated convolution on
-#: the low branch (v3), "sub2" after the medium branch's projection (v4), "fused" after CFF2 (v2).
-TAP_POINTS = ("sub1", "sub2", "sub4", "fused")
+#: Where a temporal module can sit (the places the LSTM-ICNet code puts its cells), in the order the
+#: forward pass reaches them: "sub4" the low branch after CFF1's dilated convolution (conv_sub4),
+#: "sub2" the medium branch after its 1x1 projection (conv3_1_sub2_proj), "sub1" the high branch
+#: after its 1x1 projection (conv3_sub1_proj), each before that convolution's norm; "fused" after
+#: CFF2's ReLU (sub12_sum), before the classifier.
+TAP_POINTS = ("sub4", "sub2", "sub1", "fused")
 
 
 def _width(channels: int, width: float) -> int:
