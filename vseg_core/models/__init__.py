@@ -4,7 +4,7 @@ from vseg_core.models.registry import ModelEntry, create_model, get_model_entry,
 from vseg_core.models.streaming import StatelessSegmenter, StepOutput, StreamingSegmenter
 
 # Each import registers that module's models.
-from vseg_core.models import icnet, lstm_icnet  # noqa: F401  isort: skip
+from vseg_core.models import accel, deeplab, icnet, lstm_icnet  # noqa: F401  isort: skip
 
 __all__ = [
     "ModelEntry",

@@ -1,0 +1,64 @@
+"""DeepLab-x, the single-frame networks of the Accel paper: ResNet-x at stride 16 + the DeepLab head.
+
+DeepLab-101 (deformable conv5) is DFF/Accel's reference network; DeepLab-18/34/50 are their update
+networks trained alone (paper Table 1: DL-18 57.7 mIoU, DL-101 75.2 on Cityscapes).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from vseg_core.models.registry import register_model
+from vseg_core.models.streaming import StatelessSegmenter, check_frame
+from vseg_core.nn.heads import DeepLabHead
+from vseg_core.nn.normalize import ImageNormalize
+from vseg_core.nn.resnet_features import ResNetFeatures, resnet_features
+from vseg_core.timing import StageTimer
+
+__all__ = ["DeepLab", "deeplab18", "deeplab34", "deeplab50", "deeplab101"]
+
+
+class DeepLab(StatelessSegmenter):
+    """``normalize`` (ImageNet statistics) -> ``features`` (stride 16) -> ``head`` (x16 to the frame)."""
+
+    def __init__(self, *, features: ResNetFeatures, head: DeepLabHead, num_classes: int) -> None:
+        super().__init__(num_classes)
+        if head.in_channels != features.out_channels:
+            raise ValueError(f"the head takes {head.in_channels} channels, the features have {features.out_channels}")
+        self.normalize = ImageNormalize()
+        self.features = features
+        self.head = head
+
+    def segment(self, frame: Tensor, timer: StageTimer) -> Tensor:
+        check_frame(frame)
+        with timer.stage("features"):
+            features = self.features(self.normalize(frame))
+        with timer.stage("fusion"):
+            return self.head(features, frame.shape[-2:])
+
+
+def build_deeplab(depth: int, *, num_classes: int = 19, deformable: bool = True, width: float = 1.0) -> DeepLab:
+    """DeepLab on ResNet-``depth``; ``width`` < 1 thins every layer (quick CPU models)."""
+    features = resnet_features(depth, width=width, deformable=deformable)
+    head = DeepLabHead(features.out_channels, num_classes, hidden_channels=max(4, round(1024 * width)))
+    return DeepLab(features=features, head=head, num_classes=num_classes)
+
+
+@register_model("deeplab18", family="accel", description="DeepLab on ResNet-18 (deformable conv5), single frame")
+def deeplab18(*, num_classes: int = 19, deformable: bool = True, width: float = 1.0) -> DeepLab:
+    return build_deeplab(18, num_classes=num_classes, deformable=deformable, width=width)
+
+
+@register_model("deeplab34", family="accel", description="DeepLab on ResNet-34 (deformable conv5), single frame")
+def deeplab34(*, num_classes: int = 19, deformable: bool = True, width: float = 1.0) -> DeepLab:
+    return build_deeplab(34, num_classes=num_classes, deformable=deformable, width=width)
+
+
+@register_model("deeplab50", family="accel", description="DeepLab on ResNet-50 (deformable conv5), single frame")
+def deeplab50(*, num_classes: int = 19, deformable: bool = True, width: float = 1.0) -> DeepLab:
+    return build_deeplab(50, num_classes=num_classes, deformable=deformable, width=width)
+
+
+@register_model("deeplab101", family="accel", description="DeepLab on ResNet-101 (deformable conv5): the reference net")
+def deeplab101(*, num_classes: int = 19, deformable: bool = True, width: float = 1.0) -> DeepLab:
+    return build_deeplab(101, num_classes=num_classes, deformable=deformable, width=width)
