@@ -229,7 +229,24 @@ def test_two_cameras_keep_separate_states_and_reset_service(start_node, checkpoi
 def test_drops_are_counted_and_bad_frames_do_not_stop_the_node(start_node, checkpoint, spin_until):
     node = start_node({"model": "lstm_icnet_v2", "weights": str(checkpoint)})
     bad = Image(height=4, width=4, encoding="32FC1", step=16, data=bytes(64))
-    node.send("", bad, wait=False)
+
+    def rejected() -> int:
+        counts = [
+            int(kv.value)
+            for array in node.diagnostics
+            for status in array.status
+            for kv in status.values
+            if kv.key == "frames_rejected"
+        ]
+        return max(counts, default=0)
+
+    # Best effort may lose a sample, and a newer frame may replace it before the worker takes it:
+    # send the bad frame alone until the node's diagnostics report it rejected.
+    for _ in range(5):
+        node.send("", bad, wait=False)
+        if node.spin_until(node.node, lambda: rejected() >= 1, timeout=3.0):
+            break
+    assert rejected() >= 1, "the node never reported the bad frame as rejected\n" + node.output()
     big = [_frame(100 + i, 240, 320) for i in range(25)]
     for i, f in enumerate(big):  # far faster than the model runs
         node.send("", _image(f, 200 + 0.01 * i), wait=False)
@@ -238,7 +255,7 @@ def test_drops_are_counted_and_bad_frames_do_not_stop_the_node(start_node, check
     newest = lambda: bool(node.infos[""]) and node.infos[""][-1].header.stamp.sec == 201  # noqa: E731
     assert spin_until(node.node, newest, timeout=120.0), "the newest frame was never processed\n" + node.output()
     last = node.infos[""][-1]
-    assert last.frames_rejected == 1
+    assert last.frames_rejected >= 1
     assert last.frames_dropped > 0
     # Sensor-data QoS may also lose samples inside DDS (history depth 5), which no node can count;
     # every image that reached the node is accounted for.
