@@ -137,8 +137,10 @@ class BagWriter:
         self.path = Path(path)
         if self.path.exists():
             raise BagError(f"{self.path} exists already; rosbag2 writes a new directory")
-        if not self.path.parent.is_dir():
-            raise BagError(f"folder {self.path.parent} for the bag does not exist")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # like `ros2 bag record -o a/b`
+        except OSError as exc:
+            raise BagError(f"cannot create the folder {self.path.parent} for the bag: {exc}") from None
         self._typestore = get_typestore(Stores.ROS2_JAZZY)
         self._writer = Writer(self.path, version=9, storage_plugin=_STORAGES[storage])
         self._connections: dict[str, Connection] = {}

@@ -72,6 +72,12 @@ def test_writer_refuses_to_overwrite_and_mixing_types(tmp_path):
         BagWriter(tmp_path / "bag")
     with pytest.raises(BagError, match="storage must be"), BagWriter(tmp_path / "b2", storage="zip"):
         pass
+    with BagWriter(tmp_path / "new" / "folders" / "b4") as bag:  # missing parents are created
+        bag.write("/t", 1, _image(0))
+    assert [t.count for t in list_topics(tmp_path / "new" / "folders" / "b4")] == [1]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BagError, match="cannot create the folder"):
+        BagWriter(tmp_path / "file" / "b5")
     with BagWriter(tmp_path / "b3") as bag:
         bag.write("/t", 1, _image(0))
         with pytest.raises(BagError, match="already carries"):
