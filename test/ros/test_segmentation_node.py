@@ -289,29 +289,3 @@ def test_compressed_input_gives_the_labels_of_the_decoded_frame(start_node, chec
         _labels(node.labels[""][0]), _expected(checkpoint, [(compressed_to_array(msg), None)])[0]
     )
     assert node.labels[""][0].header.frame_id == "cam" and node.infos[""][0].header.stamp.sec == 5
-
-
-@pytest.mark.slow
-def test_a_played_bag_reaches_the_live_node_frame_by_frame_and_loops_reset_it(start_node, checkpoint, tmp_path):
-    import threading
-
-    from vseg_ros.bag_play import PlayConfig, play_bag
-    from vseg_ros.bags import BagWriter
-
-    node = start_node({"model": "lstm_icnet_v2", "weights": str(checkpoint)})
-    bag = tmp_path / "bag"
-    frames = [_frame(40 + i) for i in range(4)]
-    with BagWriter(bag) as writer:
-        for i, f in enumerate(frames):
-            writer.write(f"{node.ns}/image", (300 + i) * 10**9 // 5, _image(f, (300 + i) / 5))  # 5 Hz
-    player = rclpy.create_node("player", context=node.node.context)
-    config = PlayConfig(rate=1.0, loop=True, max_loops=2, wait_for_subscribers_s=10.0, best_effort=False)
-    thread = threading.Thread(target=play_bag, args=(bag, config, player))
-    thread.start()
-    assert node.spin_until(node.node, lambda: len(node.infos[""]) == 8, timeout=60.0), node.output()
-    thread.join(timeout=10)
-    reasons = [i.reset_reason for i in node.infos[""]]
-    assert reasons == ["first_frame", "", "", "", "stamp_backwards", "", "", ""]
-    expected = _expected(checkpoint, [(f, None) for f in frames])
-    for i, msg in enumerate(node.labels[""]):
-        np.testing.assert_array_equal(_labels(msg), expected[i % 4])
