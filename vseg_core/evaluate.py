@@ -3,11 +3,15 @@
 Every sequence starts from a fresh temporal state and runs frame by frame through
 ``VideoSegmenter`` (no drops, deterministic), then the metrics module scores it: mIoU and per-class
 IoU on labelled frames, FP (labelled consecutive pairs) and FIP (all consecutive frames), mIoU by
-keyframe offset, keyframe share and milliseconds per frame.
+keyframe offset, keyframe share and milliseconds per frame. Unlabelled video (a folder of images, a
+video file) gets FIP and milliseconds per frame; its mIoU is NaN and FP None.
 """
 
 from __future__ import annotations
 
+import itertools
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,11 +29,15 @@ __all__ = ["EvalReport", "EvalSequence", "evaluate", "evaluation_sequences", "wr
 
 @dataclass(frozen=True)
 class EvalSequence:
-    """name; frames: (H, W, 3) uint8 RGB each; labels: (H, W) uint8 per frame, or None where unlabelled."""
+    """name; frames: (H, W, 3) uint8 RGB each; labels: (H, W) uint8 per frame, or None where unlabelled.
+
+    ``labels=None``: no frame is labelled. Then ``frames`` may be any re-iterable source whose
+    length is not known before reading, such as :class:`vseg_core.data.folders.VideoFileFrames`.
+    """
 
     name: str
-    frames: list[np.ndarray]
-    labels: list[np.ndarray | None]
+    frames: Sequence[np.ndarray] | Iterable[np.ndarray]
+    labels: Sequence[np.ndarray | None] | None
 
 
 def evaluation_sequences(
@@ -41,10 +49,15 @@ def evaluation_sequences(
     frames: int = 30,
     height: int = 256,
     width: int = 512,
-) -> tuple[list[EvalSequence], ClassPalette]:
+) -> tuple[list[EvalSequence], ClassPalette | None]:
     """Whole sequences of ``dataset`` ("synthetic": ``sequences`` scenes of ``frames`` frames at
     height x width, drawn from the split's seeds; "camvid": every run of consecutive frames of ``split``;
-    "cityscapes": the first ``sequences`` snippets, 20 frames each ending at the annotated one)."""
+    "cityscapes": the first ``sequences`` snippets, 20 frames each ending at the annotated one;
+    "images": the images of the folder ``root`` as one unlabelled sequence; "video": the video file
+    ``root`` as one unlabelled sequence, read as it plays).
+
+    The palette is None for unlabelled data: :func:`evaluate` then takes the model's classes.
+    """
     if dataset == "synthetic":
         from vseg_core.data.synthetic import SYNTHETIC, SyntheticScene, SyntheticVideoConfig
 
@@ -81,7 +94,27 @@ def evaluation_sequences(
             name = f"{snippet.city}_{snippet.sequence:06d}"
             out.append(EvalSequence(name, [read_image(p) for p in snippet.images], labels))
         return out, CITYSCAPES
-    raise ValueError(f"unknown dataset {dataset!r} for evaluation; datasets: synthetic, camvid, cityscapes")
+    if dataset in ("images", "video"):
+        from vseg_core.data.folders import ImageFolderVideo, VideoFileFrames
+
+        if root is None:
+            what = "a folder of images" if dataset == "images" else "a video file"
+            raise ValueError(f"dataset {dataset!r} needs --root ({what})")
+        path = Path(root).resolve()
+        if dataset == "images":
+            return [EvalSequence(path.name, ImageFolderVideo(path), None)], None
+        return [EvalSequence(path.stem, VideoFileFrames(path), None)], None
+    raise ValueError(
+        f"unknown dataset {dataset!r} for evaluation; datasets: synthetic, camvid, cityscapes, images, video"
+    )
+
+
+def _model_palette(model: StreamingSegmenter) -> ClassPalette:
+    """The classes a checkpoint was saved with, else generic names for the model's class count."""
+    record = getattr(model, "checkpoint_record", None)
+    if record is not None and record.palette is not None:
+        return record.palette
+    return ClassPalette.generic(model.num_classes)
 
 
 @dataclass
@@ -113,14 +146,21 @@ class EvalReport:
 def evaluate(
     model: StreamingSegmenter,
     sequences: list[EvalSequence],
-    palette: ClassPalette,
+    palette: ClassPalette | None,
     *,
     device: str = "auto",
     keyframe_policy: KeyframePolicy | None = None,
     input_size: tuple[int, int] | None = None,
     progress: bool = False,
 ) -> dict:
-    """Score ``model`` on ``sequences``; returns the report as a JSON-ready dict."""
+    """Score ``model`` on ``sequences``; returns the report as a JSON-ready dict.
+
+    ``palette`` None (unlabelled sequences only): the model's own classes name the report's IoU keys.
+    """
+    if palette is None:
+        if any(s.labels is not None and any(g is not None for g in s.labels) for s in sequences):
+            raise ValueError("labelled sequences need the dataset's palette (its classes and ignore index)")
+        palette = _model_palette(model)
     if model.num_classes != palette.num_classes:
         raise ValueError(f"the model predicts {model.num_classes} classes, the dataset has {palette.num_classes}")
     ignore = palette.ignore_index if palette.ignore_index >= 0 else None
@@ -129,7 +169,7 @@ def evaluate(
     flicker = FlickerMeter()
     offsets = KeyframeOffsetMeter(palette.num_classes, ignore)
     report = EvalReport(getattr(model, "model_name", type(model).__name__), palette)
-    total = sum(len(s.frames) for s in sequences)
+    total = sum(operator.length_hint(s.frames) for s in sequences) or None  # None: unknown (video files)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -139,8 +179,11 @@ def evaluate(
         segmenter.reset(RESET_REQUESTED)
         flicker.reset_sequence()
         seq_confusion, seq_flicker = ConfusionMatrix(palette.num_classes, ignore), FlickerMeter()
-        for frame, gt in zip(seq.frames, seq.labels, strict=True):
+        labels = itertools.repeat(None) if seq.labels is None else seq.labels
+        count = 0
+        for frame, gt in zip(seq.frames, labels, strict=seq.labels is not None):
             result = segmenter.step(frame)
+            count += 1
             info = result.info
             report.frames += 1
             report.keyframes += int(info.is_keyframe)
@@ -155,7 +198,7 @@ def evaluate(
             if bar is not None:
                 bar.update(1)
         report.per_sequence.append(
-            {"name": seq.name, "frames": len(seq.frames), "miou": seq_confusion.miou(), **seq_flicker.result()}
+            {"name": seq.name, "frames": count, "miou": seq_confusion.miou(), **seq_flicker.result()}
         )
     if bar is not None:
         bar.close()

@@ -132,7 +132,7 @@ def test_keyframe_offset_and_dataset_factory():
     assert data[0]["keyframe_index"] == 0  # Accel: K-1 = 4 flows from the keyframe to the labelled frame
     with pytest.raises(ValueError, match="clip_length > 4"):
         SyntheticVideoDataset(SMALL, clip_length=4, keyframe_offset=KeyframeOffset(0, 4))
-    with pytest.raises(ValueError, match="unknown dataset 'nope'; known datasets: camvid, synthetic"):
+    with pytest.raises(ValueError, match="unknown dataset 'nope'; known datasets: camvid, cityscapes, synthetic"):
         create_dataset("nope")
 
 

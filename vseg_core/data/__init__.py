@@ -3,12 +3,18 @@
 ``create_dataset(name, root=..., split=..., **options)`` builds a training/evaluation dataset of
 clips; every dataset's items are the dicts of :func:`vseg_core.data.clips.clip_sample`.
 
-============  ===================================================  ======================
+============  ===================================================  ==========================
 name          what                                                 classes (palette)
-============  ===================================================  ======================
+============  ===================================================  ==========================
 synthetic     procedural street video, exact labels and flow       7, :data:`SYNTHETIC`
 camvid        CamVid, SegNet layout (11 classes + void = 11)       11, ``palette.CAMVID``
-============  ===================================================  ======================
+cityscapes    Cityscapes sequences, clips ending at the annotated  19, ``palette.CITYSCAPES``
+              20th frame of each snippet (train ids, 255 ignored)
+============  ===================================================  ==========================
+
+Unlabelled video, for flicker without ground truth (FIP) and latency, is read by
+:class:`ImageFolderVideo` (a folder of images) and :class:`VideoFileFrames` (a video file); having
+no labels and no classes, they are frame sources, not datasets of this table.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from vseg_core.data.camvid import CAMVID_LAYOUT, CamVidClips, CamVidFrame, camvid_sequences
+from vseg_core.data.cityscapes import CITYSCAPES_LAYOUT, CityscapesClips, CityscapesSnippet, cityscapes_snippets
 from vseg_core.data.clips import AugmentParams, ClipAugmentation, KeyframeOffset, apply_augmentation
+from vseg_core.data.folders import ImageFolderVideo, VideoFileFrames
 from vseg_core.data.layout import DatasetLayoutError
 from vseg_core.data.synthetic import (
     SYNTHETIC,
@@ -32,26 +40,33 @@ from vseg_core.data.synthetic import (
     SyntheticVideoDataset,
     generate_video,
 )
-from vseg_core.palette import CAMVID, ClassPalette
+from vseg_core.palette import CAMVID, CITYSCAPES, ClassPalette
 
 __all__ = [
     "CAMVID",
     "CAMVID_LAYOUT",
+    "CITYSCAPES",
+    "CITYSCAPES_LAYOUT",
     "SYNTHETIC",
     "SYNTHETIC_TO_CAMVID",
     "AugmentParams",
     "CamVidClips",
     "CamVidFrame",
+    "CityscapesClips",
+    "CityscapesSnippet",
     "ClipAugmentation",
     "DatasetEntry",
     "DatasetLayoutError",
+    "ImageFolderVideo",
     "KeyframeOffset",
     "SyntheticClip",
     "SyntheticScene",
     "SyntheticVideoConfig",
     "SyntheticVideoDataset",
+    "VideoFileFrames",
     "apply_augmentation",
     "camvid_sequences",
+    "cityscapes_snippets",
     "create_dataset",
     "dataset_palette",
     "generate_video",
@@ -82,11 +97,22 @@ def _camvid(root: Path | None, split: str, **options: Any) -> Dataset:
     return CamVidClips(root, split=split, **options)
 
 
+def _cityscapes(root: Path | None, split: str, **options: Any) -> Dataset:
+    return CityscapesClips(root, split=split, **options)
+
+
 _DATASETS: dict[str, DatasetEntry] = {
     entry.name: entry
     for entry in (
         DatasetEntry("synthetic", _synthetic, SYNTHETIC, False, "procedural street video with exact labels and flow"),
         DatasetEntry("camvid", _camvid, CAMVID, True, "CamVid, 11-class SegNet layout (train/, trainannot/, ...)"),
+        DatasetEntry(
+            "cityscapes",
+            _cityscapes,
+            CITYSCAPES,
+            True,
+            "Cityscapes sequences, 19 train ids (leftImg8bit_sequence/, gtFine/); clips end at the annotated frame",
+        ),
     )
 }
 

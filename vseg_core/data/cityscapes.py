@@ -1,5 +1,8 @@
 """Cityscapes video snippets in the official layout: 30-frame sequences whose 20th frame is labelled.
 
+Snippets for evaluation (:func:`cityscapes_snippets`) and training clips that end at the labelled
+frame (:class:`CityscapesClips`).
+
 Layout (the official download, unzipped side by side):
   ROOT/leftImg8bit_sequence/{split}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png
   ROOT/gtFine/{split}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelIds.png
@@ -15,12 +18,22 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
+from vseg_core.data.clips import (
+    ClipAugmentation,
+    KeyframeOffset,
+    apply_augmentation,
+    clip_sample,
+    sample_keyframe_offset,
+)
 from vseg_core.data.layout import DatasetLayoutError, require_dir, require_file
 from vseg_core.palette import CITYSCAPES
 
 __all__ = [
     "CITYSCAPES_LAYOUT",
+    "CityscapesClips",
     "CityscapesSnippet",
     "cityscapes_snippets",
     "label_ids_to_train_ids",
@@ -52,13 +65,15 @@ def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CityscapesSnippet:
-    """Frames of one snippet in order; ``labelled`` is the index of the annotated frame in ``images``."""
+    """Frames of one snippet in order; ``labelled`` is the index of the annotated frame in ``images``,
+    ``frame`` its number in the sequence (the file names' last field)."""
 
     city: str
     sequence: int
     images: tuple[Path, ...]
     label: Path
     labelled: int
+    frame: int
 
 
 def cityscapes_snippets(
@@ -82,7 +97,7 @@ def cityscapes_snippets(
                 require_file(images / city / f"{city}_{seq}_{f:06d}_leftImg8bit.png", layout)
                 for f in range(frame - frames_before, frame + frames_after + 1)
             )
-            snippets.append(CityscapesSnippet(city, int(seq), paths, label, frames_before))
+            snippets.append(CityscapesSnippet(city, int(seq), paths, label, frames_before, frame))
     if not snippets:
         raise DatasetLayoutError(f"no *_gtFine_labelIds.png under {gt}; expected layout: {layout}")
     return snippets
@@ -102,3 +117,61 @@ def read_labels(path: Path) -> np.ndarray:
     if ids is None or ids.ndim != 2 or ids.dtype != np.uint8:
         raise DatasetLayoutError(f"{path} must be an 8-bit single-channel label-id image")
     return label_ids_to_train_ids(ids)
+
+
+class CityscapesClips(Dataset):
+    """Clips of ``clip_length`` consecutive frames that end at the annotated 20th frame of a snippet.
+
+    One clip per annotated frame of ``split``. Item = the dict of
+    :func:`vseg_core.data.clips.clip_sample` with labels (1, H, W): train ids of the last frame
+    only, 255 = ignore. ``clip_length`` is 1..20 (the annotated frame has 19 frames before it).
+    Augmentation parameters come from torch's random generator, so ``torch.manual_seed`` makes them
+    reproducible.
+    """
+
+    palette = CITYSCAPES
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        split: str = "train",
+        clip_length: int = 4,
+        augmentation: ClipAugmentation | None = None,
+        keyframe_offset: KeyframeOffset | None = None,
+    ) -> None:
+        if not 1 <= clip_length <= LABELLED_INDEX + 1:
+            raise ValueError(
+                f"clip_length must be in 1..{LABELLED_INDEX + 1} (a Cityscapes snippet has {LABELLED_INDEX} "
+                f"frames before its annotated one), got {clip_length}"
+            )
+        if keyframe_offset is not None and keyframe_offset.high >= clip_length:
+            raise ValueError(f"keyframe offsets up to {keyframe_offset.high} need clip_length > {keyframe_offset.high}")
+        self.root = Path(root)
+        self.split = split
+        self.clip_length = clip_length
+        self.augmentation = augmentation
+        self.keyframe_offset = keyframe_offset
+        self.snippets = cityscapes_snippets(root, split, frames_before=clip_length - 1)
+
+    def __len__(self) -> int:
+        return len(self.snippets)
+
+    def __getitem__(self, index: int) -> dict:
+        snippet = self.snippets[index]
+        images = np.stack([read_image(p) for p in snippet.images])
+        labels = read_labels(snippet.label)[None]
+        if labels.shape[1:] != images.shape[1:3]:
+            raise DatasetLayoutError(
+                f"{snippet.label} is {labels.shape[1:]} but its frames are {images.shape[1:3]} (height, width)"
+            )
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        params = (self.augmentation or ClipAugmentation()).sample(labels.shape[1:], rng)
+        images, labels, _ = apply_augmentation(images, labels, params, ignore_index=IGNORE_INDEX)
+        keyframe = sample_keyframe_offset(self.keyframe_offset, self.clip_length, rng)
+        info = {
+            "sequence": f"{snippet.city}_{snippet.sequence:06d}",
+            "frames": list(range(snippet.frame - self.clip_length + 1, snippet.frame + 1)),
+        }
+        return clip_sample(images, labels, keyframe_index=keyframe, info=info)
