@@ -292,10 +292,14 @@ class SegmentationNode(Node):
         self._diagnostics_pub.publish(array)
 
     def destroy_node(self) -> None:
+        # Also reached for a node whose __init__ failed (rclpy destroys the nodes of a context at
+        # shutdown), so the parts built late may not exist.
         self._running = False
-        self._mailbox.close()
-        if self._worker.is_alive():
-            self._worker.join(timeout=10.0)
+        mailbox, worker = getattr(self, "_mailbox", None), getattr(self, "_worker", None)
+        if mailbox is not None:
+            mailbox.close()
+        if worker is not None and worker.is_alive():
+            worker.join(timeout=10.0)
         super().destroy_node()
 
 

@@ -274,6 +274,32 @@ def test_a_bad_weights_parameter_stops_start_up_naming_it(tmp_path):
     assert "parameter 'weights'" in result.stdout + result.stderr
 
 
+def test_a_node_that_failed_to_start_still_shuts_down_cleanly(tmp_path):
+    """rclpy destroys a context's nodes at shutdown, the half-built one too: that must not raise."""
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from vseg_ros.segmentation_node import SegmentationNode
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    try:
+        overrides = [
+            Parameter("model", value="lstm_icnet_v2"),
+            Parameter("weights", value=str(tmp_path / "missing.safetensors")),
+            Parameter("device", value="cpu"),
+        ]
+        failure = None
+        try:
+            SegmentationNode(context=ctx, parameter_overrides=overrides)
+        except ValueError as exc:
+            failure = exc  # its traceback keeps the half-built node alive, as in a caller that logs it
+        assert failure is not None and "parameter 'weights'" in str(failure)
+    finally:
+        ctx.shutdown()
+    assert not ctx.ok()
+
+
 @pytest.mark.slow
 def test_compressed_input_gives_the_labels_of_the_decoded_frame(start_node, checkpoint):
     from std_msgs.msg import Header
