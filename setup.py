@@ -19,6 +19,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["vseg_core", "vseg_core.*", "vseg_ros", "vseg_ros.*"]),
+    # Shipped weights (safetensors + JSON) travel inside the package.
+    package_data={"vseg_core": ["weights/*.safetensors", "weights/*.json"]},
     install_requires=[
         "numpy>=1.24",
         "torch>=2.4,<3",

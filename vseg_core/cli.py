@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -140,39 +141,68 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_policies(specs: list[str], interval: int) -> list[tuple[str, object]]:
+    """--keyframe-policy NAME[,KEY=VALUE...] items -> (label, policy factory); default: fixed at --interval."""
+    from vseg_core.keyframes import make_keyframe_policy
+
+    if not specs:
+        specs = [f"fixed,interval={interval}"]
+    policies = []
+    for spec in specs:
+        name, *settings = spec.split(",")
+        config = parse_config(settings).get("*", {})
+        make_keyframe_policy(name, **config)  # refuses an unknown policy or setting before any work
+        policies.append((spec, lambda name=name, config=config: make_keyframe_policy(name, **config)))
+    return policies
+
+
+def _eval_model(spec: str, args: argparse.Namespace, num_classes: int | None):
+    """A checkpoint path, a shipped checkpoint's name, or NAME[,KEY=VALUE...] with random weights."""
+    from pathlib import Path
+
+    from vseg_core.checkpoint import load_checkpoint
+    from vseg_core.models.registry import create_model
+    from vseg_core.pretrained import shipped_checkpoints
+
+    shipped = shipped_checkpoints()
+    if spec.endswith(".safetensors") or spec in shipped:
+        path = Path(spec) if spec.endswith(".safetensors") else shipped[spec]
+        model = load_checkpoint(path)
+        return model, f"{model.model_name} ({path.stem})"
+    name, *settings = spec.split(",")
+    config = {**args.config.get("*", {}), **args.config.get(name, {}), **parse_config(settings).get("*", {})}
+    if num_classes is not None:
+        config["num_classes"] = num_classes
+    model = create_model(name, **config)
+    print(f"vseg eval: WARNING: {spec} has RANDOM weights; its accuracy means nothing", file=sys.stderr)
+    return model, spec
+
+
 def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vseg_core.checkpoint import CheckpointError, load_checkpoint
+    from vseg_core.checkpoint import CheckpointError
     from vseg_core.data.layout import DatasetLayoutError
     from vseg_core.evaluate import evaluate, evaluation_sequences, write_plots
-    from vseg_core.keyframes import FixedInterval
-    from vseg_core.models.registry import create_model
 
     try:
+        policies = _eval_policies(args.keyframe_policy, args.interval)
         sequences, palette = evaluation_sequences(
             args.dataset, root=args.root, split=args.split, sequences=args.sequences, frames=args.frames,
             height=args.height, width=args.width,
         )  # fmt: skip
         reports = []
         for spec in args.models:
-            if spec.endswith(".safetensors"):
-                model = load_checkpoint(spec)
-            else:
-                name, *settings = spec.split(",")
-                config = {
-                    **args.config.get("*", {}),
-                    **args.config.get(name, {}),
-                    **parse_config(settings).get("*", {}),
-                }
-                model = create_model(name, num_classes=palette.num_classes, **config)
-                print(f"vseg eval: WARNING: {spec} has RANDOM weights; its accuracy means nothing", file=sys.stderr)
-            report = evaluate(
-                model.eval(), sequences, palette, device=args.device,
-                keyframe_policy=FixedInterval(args.interval), progress=not args.json,
-            )  # fmt: skip
-            report["model"] = spec if not spec.endswith(".safetensors") else f"{model.model_name} ({Path(spec).name})"
-            reports.append(report)
+            model, label = _eval_model(spec, args, palette.num_classes if palette else None)
+            # Keyframe models run once per policy (the comparison the report is for); others once.
+            for policy_label, make_policy in policies if model.uses_keyframes else policies[:1]:
+                report = evaluate(
+                    model.eval(), sequences, palette, device=args.device, keyframe_policy=make_policy(),
+                    progress=not args.json,
+                )  # fmt: skip
+                report["model"] = f"{label} [{policy_label}]" if model.uses_keyframes else label
+                report["keyframe_policy"] = policy_label if model.uses_keyframes else None
+                reports.append(report)
     except (ValueError, CheckpointError, DatasetLayoutError) as exc:
         raise CliError(str(exc)) from None
     out = {"dataset": args.dataset, "split": args.split, "reports": reports}
@@ -198,6 +228,57 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"  {r['model']} IoU: " + ", ".join(f"{k} {v:.3f}" for k, v in r["iou"].items() if v is not None))
     for path in written:
         print(f"wrote {path}")
+    return 0
+
+
+def _pair(kind: type, sep: str, name: str):
+    """argparse type for "A<sep>B" (or a single value for both), e.g. 256x512 or 0.5:2.0."""
+
+    def parse(text: str) -> tuple:
+        parts = text.split(sep)
+        try:
+            values = tuple(kind(p) for p in parts)
+        except ValueError:
+            values = ()
+        if len(values) == 1:
+            values = values * 2
+        if len(values) != 2:
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}")
+        return values
+
+    return parse
+
+
+def _train(args: argparse.Namespace) -> int:
+    from vseg_core.checkpoint import CheckpointError
+    from vseg_core.data.layout import DatasetLayoutError
+    from vseg_core.train import TrainConfig, parse_phases, train
+
+    name, *settings = args.model.split(",")
+    model_config = {**args.config.get("*", {}), **args.config.get(name, {}), **parse_config(settings).get("*", {})}
+    try:
+        phases = parse_phases(args.phase)
+        config = TrainConfig(
+            model=name, model_config=model_config, dataset=args.dataset, root=args.root, split=args.split,
+            out_dir=args.out, init=tuple(args.init), height=args.height, width=args.width, crop=args.crop,
+            scale_range=args.scale, hflip=args.hflip, color_jitter=args.color_jitter, num_clips=args.num_clips,
+            clip_length=args.clip_length, loss_frames=args.loss_frames, keyframe_offset=args.keyframe_offset,
+            steps=sum(p.steps for p in phases) if phases and args.steps is None else (args.steps or 1000),
+            phases=phases, batch_size=args.batch_size, accumulate=args.accumulate, optimizer=args.optimizer,
+            lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, warmup_steps=args.warmup,
+            grad_clip=args.grad_clip, amp=not args.no_amp, seed=args.seed, device=args.device, workers=args.workers,
+            val_split=None if args.val_split == "none" else args.val_split, val_every=args.val_every,
+            val_sequences=args.val_sequences, val_frames=args.val_frames, checkpoint_every=args.checkpoint_every,
+            resume=args.resume, progress=not args.quiet,
+        )  # fmt: skip
+        result = train(config)
+    except (ValueError, FloatingPointError, CheckpointError, DatasetLayoutError) as exc:
+        raise CliError(str(exc)) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 writes the files and reports them
+    summary = {"steps": result.steps, "final_loss": result.final_loss, "validation": result.validation}
+    print(json.dumps(summary))
+    print(f"wrote {result.checkpoint}")
     return 0
 
 
@@ -242,16 +323,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         "models",
         nargs="+",
         metavar="MODEL",
-        help="checkpoint (.safetensors) or NAME[,KEY=VALUE...] with random weights",
+        help="checkpoint (.safetensors), a shipped checkpoint's name (e.g. camvid_icnet) "
+        "or NAME[,KEY=VALUE...] with random weights",
     )
-    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid", "cityscapes"))
-    p.add_argument("--root", help="dataset folder (camvid)")
+    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid", "cityscapes", "images", "video"))
+    p.add_argument("--root", help="dataset folder (camvid, cityscapes, images) or video file (video)")
     p.add_argument("--split", default="val")
     p.add_argument("--sequences", type=_positive_int, default=3, help="synthetic: scenes; cityscapes: snippets")
     p.add_argument("--frames", type=_positive_int, default=30, help="synthetic: frames per scene")
     p.add_argument("--height", type=_positive_int, default=256, help="synthetic: frame height")
     p.add_argument("--width", type=_positive_int, default=512, help="synthetic: frame width")
     p.add_argument("--interval", type=_positive_int, default=5, help="keyframe interval of keyframe models")
+    p.add_argument(
+        "--keyframe-policy", action="append", default=[], metavar="NAME[,KEY=VALUE...]",
+        help="keyframe models run once per policy given: fixed,interval=N or adaptive[,max_interval=N,"
+        "min_interval=N,motion_threshold=X,disagreement_threshold=X] (default: fixed at --interval)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("--config", action="append", default=[], metavar="[MODEL:]KEY=VALUE", help="model setting")
     p.add_argument("--out", help="folder for eval.json and the PNG plots")
@@ -272,6 +359,56 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--config", action="append", default=[], metavar="[MODEL:]KEY=VALUE", help="model setting")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(handler=_bench)
+
+    p = commands.add_parser("train", help="train a model on clips of a dataset (BPTT, AMP, torchrun for several GPUs)")
+    p.add_argument("model", metavar="MODEL[,KEY=VALUE...]", help="registered model and its settings")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="model setting (repeatable)")
+    p.add_argument("--dataset", default="synthetic", help="synthetic, camvid or cityscapes")
+    p.add_argument("--root", help="dataset folder (camvid, cityscapes)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True, help="output folder: checkpoint.*, best.*, train_state.*, log.jsonl")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument(
+        "--init", action="append", default=[], metavar="[BRANCH=]CHECKPOINT",
+        help="start from a checkpoint of the same model, or reference=/update= a DeepLab for Accel/DFF branches",
+    )  # fmt: skip
+    p.add_argument("--steps", type=_positive_int, help="optimizer steps (default 1000, or the phases' sum)")
+    p.add_argument(
+        "--phase", action="append", default=[], metavar="PARTS:STEPS",
+        help="training phase, e.g. --phase fusion:200 --phase all:800 (Accel's recipe); parts joined by '+'",
+    )  # fmt: skip
+    p.add_argument("--batch-size", type=_positive_int, default=2, help="clips per micro-batch and process")
+    p.add_argument("--accumulate", type=_positive_int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--clip-length", type=_positive_int, default=4, help="frames per clip (T)")
+    p.add_argument("--loss-frames", default="last", choices=("last", "all"), help="labelled frames in the loss")
+    p.add_argument(
+        "--keyframe-offset", type=_pair(int, ":", "LOW[:HIGH] frames"), metavar="LOW[:HIGH]",
+        help="keyframe models: frames from the keyframe to the labelled frame (default: clip length - 1)",
+    )  # fmt: skip
+    p.add_argument("--height", type=_positive_int, default=256, help="synthetic: frame height")
+    p.add_argument("--width", type=_positive_int, default=512, help="synthetic: frame width")
+    p.add_argument("--num-clips", type=_positive_int, default=2000, help="synthetic: clips per epoch")
+    p.add_argument("--crop", type=_pair(int, "x", "HEIGHTxWIDTH"), metavar="HxW", help="random crop size")
+    p.add_argument("--scale", type=_pair(float, ":", "MIN:MAX"), default=(1.0, 1.0), metavar="MIN:MAX")
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    p.add_argument("--color-jitter", type=float, default=0.0, help="brightness/contrast/saturation change")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="default: the model family's paper")
+    p.add_argument("--lr", type=float, help="base learning rate (default: the family's paper)")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps before poly decay")
+    p.add_argument("--grad-clip", type=float, default=10.0, help="max gradient norm (0: off)")
+    p.add_argument("--no-amp", action="store_true", help="full precision on CUDA too")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda; under torchrun each process its own GPU")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--val-split", default="val", help="split for periodic validation, or none")
+    p.add_argument("--val-every", type=_positive_int, default=250)
+    p.add_argument("--val-sequences", type=_positive_int, default=2, help="synthetic/cityscapes: sequences")
+    p.add_argument("--val-frames", type=_positive_int, default=20, help="synthetic: frames per sequence")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=250)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
     return parser, commands
 
 

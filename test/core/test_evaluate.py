@@ -63,3 +63,47 @@ def test_eval_cli_errors(tmp_path, capsys):
     assert "expected layout" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing.safetensors")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    assert main(["eval", "accel18,width=0.25", "--keyframe-policy", "adaptive,max_interval=0"]) == 2
+    assert "max_interval" in capsys.readouterr().err
+    assert main(["eval", "accel18,width=0.25", "--keyframe-policy", "sometimes"]) == 2
+    assert "unknown keyframe policy 'sometimes'" in capsys.readouterr().err
+
+
+def test_eval_cli_runs_keyframe_models_once_per_policy(tmp_path, capsys):
+    from vseg_core.keyframes import AdaptiveConfig, AdaptiveKeyframes, FixedInterval
+
+    spec = "accel18,width=0.25,motion=dis"
+    size = ["--sequences", "2", "--frames", "5", "--height", "32", "--width", "48", "--device", "cpu"]
+    policies = ["--keyframe-policy", "fixed,interval=2", "--keyframe-policy", "adaptive,max_interval=3"]
+    torch.manual_seed(5)
+    assert main(["eval", spec, "icnet,width=0.25", *size, *policies, "--json"]) == 0
+    reports = json.loads(capsys.readouterr().out)["reports"]
+    # The keyframe model once per policy, the single-frame model once.
+    assert [r["model"] for r in reports] == [
+        f"{spec} [fixed,interval=2]",
+        f"{spec} [adaptive,max_interval=3]",
+        "icnet,width=0.25",
+    ]
+    assert reports[0]["keyframe_share"] == 6 / 10  # frames 0, 2, 4 of each 5-frame sequence
+    torch.manual_seed(5)
+    model = create_model("accel18", num_classes=7, width=0.25, motion="dis").eval()
+    sequences, palette = evaluation_sequences("synthetic", sequences=2, frames=5, height=32, width=48)
+    for report, policy in zip(
+        reports[:2], (FixedInterval(2), AdaptiveKeyframes(AdaptiveConfig(max_interval=3))), strict=True
+    ):
+        direct = evaluate(model, sequences, palette, device="cpu", keyframe_policy=policy)
+        assert report["miou"] == direct["miou"] and report["keyframe_share"] == direct["keyframe_share"]
+        assert report["miou_by_keyframe_offset"] == direct["miou_by_keyframe_offset"]
+
+
+def test_eval_cli_takes_a_shipped_checkpoint_by_name(capsys):
+    from vseg_core.checkpoint import load_checkpoint
+    from vseg_core.pretrained import shipped_checkpoint
+
+    assert main(["eval", "synthetic_icnet", "--sequences", "1", "--frames", "3", "--height", "64", "--width", "128",
+                 "--device", "cpu", "--json"]) == 0  # fmt: skip
+    (report,) = json.loads(capsys.readouterr().out)["reports"]
+    assert report["model"] == "icnet (synthetic_icnet)"
+    sequences, palette = evaluation_sequences("synthetic", sequences=1, frames=3, height=64, width=128)
+    direct = evaluate(load_checkpoint(shipped_checkpoint("synthetic_icnet")).eval(), sequences, palette, device="cpu")
+    assert report["miou"] == direct["miou"] and report["fip"] == direct["fip"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 
@@ -175,3 +176,15 @@ def test_unlabelled_evaluation_reports_fip_and_time_but_no_miou(kind, folder, vi
     assert list(report["iou"]) == [f"class_{i}" for i in range(5)]  # the model's classes, no ground truth
     with pytest.raises(ValueError, match=rf"dataset '{kind}' needs --root"):
         evaluation_sequences(kind)
+
+
+def test_eval_cli_scores_an_image_folder_with_the_models_own_classes(folder, capsys):
+    from vseg_core.cli import main
+
+    torch.manual_seed(3)
+    assert main(["eval", "icnet,width=0.25,num_classes=5", "--dataset", "images", "--root", str(folder),
+                 "--device", "cpu", "--json"]) == 0  # fmt: skip
+    (report,) = json.loads(capsys.readouterr().out)["reports"]
+    sequences, _ = evaluation_sequences("images", root=folder)
+    direct = evaluate(_model(), sequences, None, device="cpu")
+    assert report["fip"] == direct["fip"] and report["fp"] is None and report["frames"] == 5

@@ -1,0 +1,630 @@
+"""Training: clips unrolled through time (BPTT), phases, AMP, gradient accumulation, DDP, resume.
+
+One step draws ``batch_size * accumulate`` clips per process (a clip is T consecutive frames ending
+at a labelled one, see :mod:`vseg_core.data.clips`), runs the model's ``forward_clip`` from a fresh
+state, and takes cross-entropy on the clip's labelled frames (the last one by default, the
+LSTM-ICNet recipe). Keyframe models (Accel, DFF) start the clip at its keyframe, so the loss flows
+through the warps from the keyframe to the labelled frame (the Accel recipe).
+
+The loss of a step is the mean over its clips of each labelled frame's mean over valid pixels.
+Averaging per clip rather than per pixel makes the step's loss and gradient the same whether its
+clips are split over micro-batches (``accumulate``) or processes (DDP): a 2-process run and a
+1-process run with ``accumulate=2`` take the same steps (a test holds this).
+
+Data order is a pure function of (seed, step): a permutation per epoch, and every clip's random
+augmentation seeded by its draw number, so a resumed run continues exactly where the interrupted
+one stopped, with any number of loader workers.
+
+Outputs in ``out_dir``: ``checkpoint.safetensors/.json`` (the latest weights, a normal vseg
+checkpoint), ``best.*`` (the best validation mIoU, with validation on), ``train_state.safetensors/
+.json`` (optimizer, step, config: what ``resume`` needs) and ``log.jsonl`` (one JSON line per
+logged step and per validation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vseg_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vseg_core.models.accel import PARTS
+from vseg_core.models.registry import create_model, get_model_entry
+from vseg_core.stream import resolve_device
+
+__all__ = [
+    "FAMILY_DEFAULTS",
+    "OptimizerDefaults",
+    "Phase",
+    "TrainConfig",
+    "TrainResult",
+    "clip_loss",
+    "parse_phases",
+    "train",
+]
+
+
+@dataclass(frozen=True)
+class OptimizerDefaults:
+    """What a family's paper trains with: optimizer, base learning rate, momentum, weight decay."""
+
+    optimizer: str
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+#: LSTM-ICNet: Adam, lr 5e-5 (DESIGN section 4). Accel/DFF/DeepLab: SGD with momentum 0.9 and
+#: weight decay 5e-4 at lr 5e-4, the settings of the Accel (MXNet DFF) training configs.
+FAMILY_DEFAULTS: dict[str, OptimizerDefaults] = {
+    "convlstm": OptimizerDefaults("adam", 5e-5),
+    "accel": OptimizerDefaults("sgd", 5e-4, momentum=0.9, weight_decay=5e-4),
+}
+
+#: Licence notes recorded in checkpoints trained on each dataset.
+_DATA_LICENCES = {
+    "camvid": "trained on CamVid: research and non-commercial use only (CC BY-NC)",
+    "cityscapes": "trained on Cityscapes: non-commercial use only (Cityscapes licence)",
+    "synthetic": "trained on vseg's procedural synthetic video: no data licence restrictions",
+}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Train ``parts`` (names of the model's ``set_trainable`` parts; empty = everything) for ``steps``."""
+
+    steps: int
+    parts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"a training phase needs at least 1 step, got {self.steps}")
+
+
+def parse_phases(text: Sequence[str]) -> tuple[Phase, ...]:
+    """["fusion:200", "all:800"] -> (Phase(200, ("fusion",)), Phase(800)); parts joined with '+'."""
+    phases = []
+    for item in text:
+        parts, sep, steps = item.rpartition(":")
+        try:
+            count = int(steps)
+        except ValueError:
+            count = 0
+        if not sep or not parts or count < 1:
+            raise ValueError(
+                f"a phase is PARTS:STEPS with parts joined by '+' (or 'all'), e.g. fusion:200; got {item!r}"
+            )
+        phases.append(Phase(count, () if parts == "all" else tuple(parts.split("+"))))
+    return tuple(phases)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (stored with its checkpoints; resume checks it).
+
+    model / model_config: registered name and keyword settings (num_classes comes from the dataset).
+    dataset / root / split: training data (see :func:`vseg_core.data.create_dataset`); height/width:
+        the synthetic video's size, crop: the training crop (height, width) or None.
+    clip_length: frames per clip (T); loss_frames: "last" (the papers) or "all" labelled frames.
+    keyframe_offset: (low, high) frames between a keyframe model's keyframe and the labelled frame;
+        None trains keyframe models with the keyframe at the clip's first frame.
+    phases: training phases; empty = one phase of ``steps`` over the whole model.
+    optimizer / lr / momentum / weight_decay: None takes the family's :data:`FAMILY_DEFAULTS`.
+    warmup_steps: linear warm-up, then poly decay (power 0.9) to zero at the last step.
+    amp: mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); ignored on CPU.
+    """
+
+    model: str
+    dataset: str
+    out_dir: str
+    model_config: Mapping[str, Any] = field(default_factory=dict)
+    init: tuple[str, ...] = ()
+    root: str | None = None
+    split: str = "train"
+    height: int = 256
+    width: int = 512
+    crop: tuple[int, int] | None = None
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    hflip: bool = False
+    color_jitter: float = 0.0
+    num_clips: int = 2000
+    clip_length: int = 4
+    loss_frames: str = "last"
+    keyframe_offset: tuple[int, int] | None = None
+    steps: int = 1000
+    phases: tuple[Phase, ...] = ()
+    batch_size: int = 2
+    accumulate: int = 1
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    warmup_steps: int = 50
+    grad_clip: float = 10.0
+    amp: bool = True
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    val_split: str | None = "val"
+    val_every: int = 250
+    val_sequences: int = 2
+    val_frames: int = 20
+    log_every: int = 10
+    checkpoint_every: int = 250
+    progress: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        get_model_entry(self.model)  # unknown names fail here, listing the known ones
+        positive = ("steps", "batch_size", "accumulate", "clip_length", "num_clips", "height", "width")
+        for name in (*positive, "val_every", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.loss_frames not in ("last", "all"):
+            raise ValueError(f"loss_frames must be 'last' or 'all', got {self.loss_frames!r}")
+        if self.optimizer not in (None, "adam", "adamw", "sgd"):
+            raise ValueError(f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0 or self.workers < 0 or self.grad_clip < 0:
+            raise ValueError("warmup_steps, workers and grad_clip must not be negative")
+        if self.crop is not None and (len(self.crop) != 2 or min(self.crop) < 8):
+            raise ValueError(f"crop must be (height, width) of at least 8 pixels each, got {self.crop}")
+        if self.keyframe_offset is not None:
+            low, high = self.keyframe_offset
+            if not 0 <= low <= high < self.clip_length:
+                raise ValueError(
+                    f"keyframe_offset (low, high) needs 0 <= low <= high < clip_length={self.clip_length}, "
+                    f"got {self.keyframe_offset}"
+                )
+        if self.phases and sum(p.steps for p in self.phases) != self.steps:
+            raise ValueError(f"the phases' steps add up to {sum(p.steps for p in self.phases)}, not steps={self.steps}")
+
+    @property
+    def schedule(self) -> tuple[Phase, ...]:
+        return self.phases or (Phase(self.steps),)
+
+    def optimizer_settings(self) -> OptimizerDefaults:
+        base = FAMILY_DEFAULTS.get(get_model_entry(self.model).family, FAMILY_DEFAULTS["convlstm"])
+        return OptimizerDefaults(
+            self.optimizer or base.optimizer,
+            self.lr if self.lr is not None else base.lr,
+            self.momentum if self.momentum is not None else base.momentum,
+            self.weight_decay if self.weight_decay is not None else base.weight_decay,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["phases"] = [{"steps": p.steps, "parts": list(p.parts)} for p in self.schedule]
+        return record
+
+
+# Settings that may differ between an interrupted run and its resumption.
+_RESUMABLE = {"out_dir", "device", "workers", "progress", "val_every", "log_every", "checkpoint_every", "resume"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    final_loss: float
+    losses: list[float]
+    validation: dict[str, Any] | None
+    checkpoint: Path
+
+
+def clip_loss(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
+    """Mean over clips of the mean over labelled frames of the mean cross-entropy over valid pixels.
+
+    logits: (B, L, C, H, W); labels: (B, L, H, W) int64. Frames without a valid pixel add nothing;
+    a batch without any valid pixel gives a zero loss that still reaches every output.
+    """
+    if logits.ndim != 5 or labels.shape != (*logits.shape[:2], *logits.shape[3:]):
+        raise ValueError(f"logits (B, L, C, H, W) and labels (B, L, H, W) do not match: {logits.shape}, {labels.shape}")
+    b, n, c, h, w = logits.shape
+    ce = F.cross_entropy(
+        logits.reshape(b * n, c, h, w).float(), labels.reshape(b * n, h, w), ignore_index=ignore_index, reduction="none"
+    )
+    valid = (labels.reshape(b * n, h, w) != ignore_index).float()
+    counts = valid.sum(dim=(1, 2))
+    per_frame = (ce * valid).sum(dim=(1, 2)) / counts.clamp(min=1.0)
+    has = (counts > 0).float().reshape(b, n)
+    per_clip = (per_frame.reshape(b, n) * has).sum(dim=1) / has.sum(dim=1).clamp(min=1.0)
+    clip_has = (has.sum(dim=1) > 0).float()
+    if clip_has.sum() == 0:
+        return logits.sum() * 0.0
+    return (per_clip * clip_has).sum() / b
+
+
+# ----------------------------------------------------------------------------------- data order
+class _StepDraws(Sampler):
+    """(dataset index, draw number) for this process from global draw ``start`` on, forever.
+
+    Draw n is the n-th clip of the whole run across processes: epoch e = n // N uses the
+    permutation seeded by (seed, e); process r of w takes the draws n with n % w == r.
+    """
+
+    def __init__(self, size: int, seed: int, start: int, rank: int, world: int) -> None:
+        self.size, self.seed, self.start, self.rank, self.world = size, seed, start, rank, world
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        n = self.start + self.rank
+        epoch, order = -1, None
+        while True:
+            if n // self.size != epoch:
+                epoch = n // self.size
+                order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            yield int(order[n % self.size]), n
+            n += self.world
+
+
+class _SeededItems(Dataset):
+    """Item (index, draw) = dataset[index] with torch's generator seeded by the draw for its duration."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, draw = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + draw) % (2**63))
+            item = self.dataset[index]
+        item.pop("info", None)  # free-form provenance does not collate across datasets
+        return item
+
+
+def _build_dataset(config: TrainConfig) -> tuple[Dataset, Any]:
+    from vseg_core.data import ClipAugmentation, KeyframeOffset, create_dataset, dataset_palette
+
+    palette = dataset_palette(config.dataset)
+    augmentation = ClipAugmentation(
+        crop_size=config.crop,
+        scale_range=config.scale_range,
+        hflip=config.hflip,
+        brightness=config.color_jitter,
+        contrast=config.color_jitter,
+        saturation=config.color_jitter,
+    )
+    options: dict[str, Any] = {"clip_length": config.clip_length, "augmentation": augmentation}
+    if config.keyframe_offset is not None:
+        options["keyframe_offset"] = KeyframeOffset(*config.keyframe_offset)
+    if config.dataset == "synthetic":
+        from vseg_core.data.synthetic import SyntheticVideoConfig
+
+        options.update(
+            config=SyntheticVideoConfig(height=config.height, width=config.width),
+            num_clips=config.num_clips,
+            seed=config.seed,
+        )
+    dataset = create_dataset(config.dataset, root=config.root, split=config.split, **options)
+    return dataset, palette
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Optimizer state as flat tensors (safetensors) plus JSON: nothing pickled."""
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+            elif value is not None:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], record: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for index, values in record["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    groups = record["param_groups"]
+    if len(groups) != len(optimizer.param_groups):
+        raise CheckpointError(
+            f"train state has {len(groups)} parameter groups, this optimizer {len(optimizer.param_groups)}"
+        )
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _save_train_state(
+    path: Path, optimizer: torch.optim.Optimizer, *, step: int, config: TrainConfig, losses: list[float], best: float
+) -> None:
+    tensors, record = _optimizer_tensors(optimizer)
+    record.update(step=step, config=config.to_json(), losses=losses, best_miou=best)
+    tmp = path.with_suffix(".safetensors.tmp")
+    save_file(tensors or {"empty": torch.zeros(0)}, str(tmp))
+    path.with_suffix(".json.tmp").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    os.replace(tmp, path.with_suffix(".safetensors"))
+    os.replace(path.with_suffix(".json.tmp"), path.with_suffix(".json"))
+
+
+def _check_resumable(stored: dict[str, Any], config: TrainConfig) -> None:
+    current = json.loads(json.dumps(config.to_json()))  # tuples -> lists, as stored
+    differ = sorted(k for k in current if k not in _RESUMABLE and stored.get(k) != current[k])
+    if differ:
+        changes = ", ".join(f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in differ)
+        raise ValueError(f"cannot resume: the run in {config.out_dir} was started with other settings ({changes})")
+
+
+def _load_init(model: nn.Module, spec: str) -> None:
+    """Initialise from ``spec``: PATH of a checkpoint of the same model (fine-tuning), or
+    ``reference=PATH`` / ``update=PATH`` of a DeepLab checkpoint whose backbone and head become that
+    branch of an Accel/DFF model (the papers' recipe: train the fusion on trained branches)."""
+    part, sep, path = spec.rpartition("=")
+    if not sep:
+        part, path = "", spec
+    source = load_checkpoint(path)
+    if not part:
+        if source.model_name != model.model_name:
+            raise CheckpointError(
+                f"{path} holds {source.model_name!r}, not {model.model_name!r}; "
+                "to start a branch of an Accel/DFF model from a DeepLab give reference=PATH or update=PATH"
+            )
+        model.load_state_dict(source.state_dict(), strict=True)
+        return
+    if part not in ("reference", "update") or getattr(model, f"{part}_head", None) is None:
+        raise ValueError(f"--init {spec!r}: {model.model_name} has no branch {part!r} to initialise")
+    if not source.model_name.startswith("deeplab"):
+        raise CheckpointError(f"{path} holds {source.model_name!r}; a branch starts from a DeepLab checkpoint")
+    try:
+        getattr(model, part).load_state_dict(source.features.state_dict(), strict=True)
+        getattr(model, f"{part}_head").load_state_dict(source.head.state_dict(), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise CheckpointError(
+            f"{path} ({source.model_name}) does not fit the {part} branch of {model.model_name}: {first[0].strip()}"
+        ) from None
+
+
+# ----------------------------------------------------------------------------------- the loop
+class _ClipForward(nn.Module):
+    """``forward`` = the model's ``forward_clip``, so DistributedDataParallel can hook it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: Tensor, output_frames: Sequence[int]) -> Tensor:
+        return self.model.forward_clip(frames, output_frames)
+
+
+def _lr_factor(step: int, config: TrainConfig) -> float:
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    return (1.0 - step / config.steps) ** 0.9
+
+
+def _train_parts(model: nn.Module, phase: Phase, config: TrainConfig) -> None:
+    """Make ``phase.parts`` of ``model`` trainable and freeze the rest (all parts: everything)."""
+    if hasattr(model, "set_trainable"):
+        model.set_trainable(phase.parts or PARTS)
+    elif phase.parts:
+        raise ValueError(f"{config.model} has no parts to train separately; use a phase 'all:{phase.steps}'")
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    s = config.optimizer_settings()
+    params = list(model.parameters())
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def _clip_losses(
+    forward: nn.Module, model: nn.Module, batch: dict, *, device: torch.device, ignore: int, config: TrainConfig
+) -> Tensor:
+    frames = batch["frames"].to(device, non_blocking=True)
+    labels = batch["labels"].to(device, non_blocking=True)
+    t, n_labels = frames.shape[1], labels.shape[1]
+    keyframes = batch["keyframe_index"].tolist() if model.uses_keyframes else [0] * frames.shape[0]
+    total = frames.new_zeros(())
+    # Clips of one batch can have their keyframes at different frames (DFF's random offsets):
+    # each group of equal keyframe runs as one sub-batch from its keyframe on.
+    for start in sorted(set(keyframes)):
+        rows = [i for i, k in enumerate(keyframes) if k == start]
+        first_labelled = t - n_labels
+        wanted = [t - 1] if config.loss_frames == "last" else list(range(max(start, first_labelled), t))
+        logits = forward(frames[rows, start:], [i - start for i in wanted])
+        target = labels[rows][:, [i - first_labelled for i in wanted]]
+        total = total + clip_loss(logits, target, ignore) * (len(rows) / frames.shape[0])
+    return total
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or with a train state in ``out_dir``, resume) a training run; see the module docstring."""
+    from tqdm import tqdm
+
+    from vseg_core.evaluate import evaluate, evaluation_sequences
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = resolve_device(config.device)
+    if distributed:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        owns_group = not dist.is_initialized()
+        if owns_group:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    main_process = rank == 0
+    out_dir = Path(config.out_dir)
+    state_path = out_dir / "train_state"
+
+    dataset, palette = _build_dataset(config)
+    ignore = palette.ignore_index if palette.ignore_index >= 0 else -100
+    model_config = dict(config.model_config)
+    if model_config.setdefault("num_classes", palette.num_classes) != palette.num_classes:
+        raise ValueError(
+            f"num_classes={model_config['num_classes']} but {config.dataset} has {palette.num_classes} classes"
+        )
+    torch.manual_seed(config.seed)  # the same initial weights on every process
+    model = create_model(config.model, **model_config)
+    for spec in config.init:
+        _load_init(model, spec)
+    model.to(device)
+    for phase in config.schedule:  # a bad phase fails now, not after the phases before it trained
+        _train_parts(model, phase, config)
+    optimizer = _make_optimizer(model, config)
+
+    step, losses, best = 0, [], -1.0
+    if config.resume and not state_path.with_suffix(".json").is_file():
+        raise ValueError(f"nothing to resume: {out_dir} holds no train_state.json")
+    if state_path.with_suffix(".json").is_file():
+        if not config.resume:
+            raise ValueError(
+                f"{out_dir} already holds a training run: resume it (--resume) or choose another output folder"
+            )
+        record = json.loads(state_path.with_suffix(".json").read_text(encoding="utf-8"))
+        _check_resumable(record["config"], config)
+        weights = load_checkpoint(out_dir / "checkpoint.safetensors", expect_model=config.model)
+        model.load_state_dict(weights.state_dict(), strict=True)
+        _restore_optimizer(
+            optimizer, load_file(str(state_path.with_suffix(".safetensors")), device=str(device)), record
+        )
+        step, losses, best = record["step"], record["losses"], record["best_miou"]
+        if main_process:
+            print(f"vseg train: resuming {out_dir} at step {step} of {config.steps}")
+    if step >= config.steps:
+        return TrainResult(step, losses[-1] if losses else math.nan, losses, None, out_dir / "checkpoint.safetensors")
+    if main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    val_sequences = None
+    if config.val_split and main_process:
+        val_sequences, _ = evaluation_sequences(
+            config.dataset, root=config.root, split=config.val_split, sequences=config.val_sequences,
+            frames=config.val_frames, height=config.height, width=config.width,
+        )  # fmt: skip
+
+    per_step = config.batch_size * config.accumulate
+    loader = DataLoader(
+        _SeededItems(dataset, config.seed),
+        batch_size=config.batch_size,
+        sampler=_StepDraws(len(dataset), config.seed, step * per_step * world, rank, world),
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=config.workers > 0,
+    )
+    batches = iter(loader)
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    bar = tqdm(
+        total=config.steps, initial=step, unit="step", desc=config.model, disable=not (config.progress and main_process)
+    )
+    log = (out_dir / "log.jsonl").open("a", encoding="utf-8") if main_process else None
+    validation: dict[str, Any] | None = None
+
+    def save() -> None:
+        if not main_process:
+            return
+        metadata = {
+            "trained_by": "vseg train",
+            "dataset": config.dataset,
+            "split": config.split,
+            "steps": step,
+            "seed": config.seed,
+            "licence": _DATA_LICENCES.get(config.dataset, "see the training data's licence"),
+            "train_config": config.to_json(),
+            "validation": validation,
+        }
+        save_checkpoint(model, out_dir / "checkpoint", palette=palette, **metadata)
+        _save_train_state(state_path, optimizer, step=step, config=config, losses=losses, best=best)
+        # Only weights validated at this very step may become best.* (a checkpoint between two
+        # validations would otherwise carry the older validation's score).
+        if validation is not None and validation["step"] == step and validation["miou"] >= best:
+            save_checkpoint(model, out_dir / "best", palette=palette, **metadata)
+
+    try:
+        phase_end = 0
+        for phase in config.schedule:
+            phase_end += phase.steps
+            if step >= phase_end:
+                continue
+            _train_parts(model, phase, config)
+            model.train()
+            forward: nn.Module = _ClipForward(model)
+            if distributed:
+                forward = nn.parallel.DistributedDataParallel(forward, find_unused_parameters=True)
+            while step < phase_end:
+                for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = lr * _lr_factor(step, config)
+                optimizer.zero_grad(set_to_none=True)
+                step_loss = torch.zeros((), device=device)
+                for micro in range(config.accumulate):
+                    batch = next(batches)
+                    # DDP reduces gradients on the last micro-batch only.
+                    sync = micro == config.accumulate - 1 or not distributed
+                    with (
+                        nullcontext() if sync else forward.no_sync(),
+                        torch.autocast(device.type, amp_dtype, enabled=use_amp),
+                    ):
+                        loss = (
+                            _clip_losses(forward, model, batch, device=device, ignore=ignore, config=config)
+                            / config.accumulate
+                        )
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"the loss became {loss.item()} at step {step}; lower the learning rate"
+                        )
+                    scaler.scale(loss).backward()
+                    step_loss += loss.detach()
+                if distributed:
+                    dist.all_reduce(step_loss)
+                    step_loss /= world
+                scaler.unscale_(optimizer)
+                if config.grad_clip:
+                    nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                losses.append(float(step_loss))
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                if log is not None and (step % config.log_every == 0 or step == config.steps):
+                    log.write(
+                        json.dumps({"step": step, "loss": losses[-1], "lr": optimizer.param_groups[0]["lr"]}) + "\n"
+                    )
+                    log.flush()
+                if val_sequences is not None and (step % config.val_every == 0 or step == config.steps):
+                    report = evaluate(model, val_sequences, palette, device=str(device))
+                    model.train()
+                    validation = {k: report[k] for k in ("miou", "fp", "fip", "frames")} | {"step": step}
+                    best = max(best, validation["miou"]) if validation["miou"] == validation["miou"] else best
+                    if log is not None:
+                        log.write(json.dumps({"validation": validation}) + "\n")
+                        log.flush()
+                    bar.write(f"step {step}: val mIoU {validation['miou']:.3f} FIP {validation['fip']:.4f}")
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    save()
+                if distributed:
+                    dist.barrier()
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+        if distributed and owns_group:
+            dist.destroy_process_group()
+    return TrainResult(step, losses[-1], losses, validation, out_dir / "checkpoint.safetensors")
