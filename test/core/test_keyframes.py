@@ -67,6 +67,24 @@ def test_adaptive_takes_disagreement_from_the_two_score_maps():
         )
 
 
+def test_large_maps_are_estimated_on_a_grid_close_to_the_exact_share_and_motion():
+    # 360x480 maps: the policy samples a grid (about 8k points) instead of every pixel.
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.randn(1, 11, 360, 480, generator=gen)
+    upd = ref.clone()
+    blobs = torch.nn.functional.interpolate(torch.rand(1, 1, 12, 16, generator=gen), size=(360, 480)) > 0.7
+    upd[:, 3] += 10.0 * blobs[:, 0]  # the update branch says class 3 wherever a blob is
+    exact = (ref.argmax(1) != upd.argmax(1)).float().mean().item()
+    flow = torch.randn(1, 2, 360, 480, generator=gen)
+    exact_motion = (flow.norm(dim=1).mean() / 480).item()
+    policy = AdaptiveKeyframes(AdaptiveConfig(max_interval=10))
+    policy.observe({"flow": flow, "reference_scores": ref, "update_scores": upd}, is_keyframe=False)
+    policy.should_key(1)
+    assert 0.2 < exact < 0.5
+    assert policy.disagreement == pytest.approx(exact, abs=0.01)
+    assert policy.motion == pytest.approx(exact_motion, rel=0.01)
+
+
 def test_reset_forgets_accumulated_motion():
     policy = AdaptiveKeyframes(AdaptiveConfig(max_interval=10, motion_threshold=0.04))
     policy.observe(_flow(1.0), is_keyframe=False)
