@@ -1,4 +1,4 @@
-"""The `vseg` command: the core subcommands plus those that need ROS (`bag play`, `node-bench`).
+"""The `vseg` command: the core subcommands plus those that need ROS (`bag ...`, `node-bench`, `demo`).
 
 ROS modules are imported only inside the ROS subcommands, so `vseg models` and `vseg bench` work
 where rclpy is not installed.
@@ -140,6 +140,32 @@ def _node_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vseg_ros.demo import DemoConfig, DemoError, run_demo
+
+    try:
+        config = DemoConfig(
+            models=tuple(args.models), weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+            bag=Path(args.bag) if args.bag else None, image_topic=args.image_topic, label_topic=args.label_topic,
+            video=Path(args.video) if args.video else None, frames=args.frames, height=args.height,
+            width=args.width, out=Path(args.out), device=args.device, rate_hz=args.rate, timeout_s=args.timeout,
+        )  # fmt: skip
+        result = run_demo(config, echo=lambda line: print(line, flush=True))
+    except DemoError as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        print("vseg demo: interrupted", file=sys.stderr)
+        return 130
+    print(result.table)
+    for note in result.notes:
+        print(f"note: {note}")
+    for path in result.files.values():
+        print(f"wrote {path}")
+    return 0
+
+
 def build_ros_parser() -> argparse.ArgumentParser:
     parser, commands = build_parser()
     bag = commands.add_parser("bag", help="rosbag2 tools that need no ROS install")
@@ -193,6 +219,31 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_node_bench)
+
+    p = commands.add_parser("demo", help="each model in the real segmentation_node on one video: table and pictures")
+    p.add_argument(
+        "--models", nargs="+", default=[], metavar="M",
+        help="shipped checkpoint names or .safetensors paths (default: every shipped checkpoint)",
+    )  # fmt: skip
+    p.add_argument(
+        "--weights-dir", help="look names up here (NAME.safetensors + NAME.json), not in the shipped weights"
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--bag", help="take the frames from this rosbag2 (default: the synthetic street video)")
+    source.add_argument("--video", help="take the frames from this video file")
+    p.add_argument("--image-topic", help="--bag: the image topic (default: the bag's only one)")
+    p.add_argument("--label-topic", help="--bag: ground-truth labels (mono8), matched by stamp")
+    p.add_argument("--frames", type=int, default=150, help="how many frames (the first of a bag or video; default 150)")
+    p.add_argument("--height", type=int, default=128, help="synthetic video height (default 128)")
+    p.add_argument("--width", type=int, default=256, help="synthetic video width (default 256)")
+    p.add_argument(
+        "--rate", type=float, default=0.0, metavar="HZ",
+        help="publish at this rate; the node drops what it cannot follow (default 0: each frame waits for its result)",
+    )  # fmt: skip
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="longest wait for one frame's result")
+    p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(handler=_demo)
     return parser
 
 

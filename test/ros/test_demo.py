@@ -1,0 +1,224 @@
+"""`vseg demo`, run as users run it: the real segmentation_node per model, frames over rclpy.
+
+Expected numbers come from another path through the code: ``vseg_core.evaluate`` (the `vseg eval`
+scorer) and a ``VideoSegmenter`` run here on the same frames and checkpoints. The demo's table,
+results.json and labels must equal them; its pictures must decode with the sizes the layout gives.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vseg_core import VideoSegmenter, create_model, load_checkpoint, save_checkpoint
+from vseg_core.data import SYNTHETIC
+from vseg_core.demo_media import SHEET_HEADER_HEIGHT, OverlayVideoWriter, colour_labels, sheet_frame_indices
+from vseg_core.evaluate import evaluate, evaluation_sequences
+from vseg_ros.cli import main
+from vseg_ros.demo import DemoError, prepare_output
+
+H, W, FRAMES = 64, 128, 12
+MODELS = ("icnet", "lstm_icnet_v2")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, str]:
+    """Two tiny models whose batch-norm statistics come from synthetic frames, so that their random
+    weights still give labels that vary across the image and over time."""
+    (clip,), _ = evaluation_sequences("synthetic", split="train", sequences=1, frames=4, height=H, width=W)
+    frames = torch.from_numpy(np.stack(clip.frames)).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+    folder = tmp_path_factory.mktemp("checkpoints")
+    paths = {}
+    torch.manual_seed(3)
+    for name in MODELS:
+        model = create_model(name, num_classes=SYNTHETIC.num_classes, width=0.25)
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        with torch.no_grad():
+            for m in norms:
+                m.momentum = 1.0
+            model.train().forward_clip(frames, output_frames=(0, 1, 2, 3))
+            for m in norms:
+                m.momentum = 0.1
+        paths[name] = str(save_checkpoint(model.eval(), folder / f"tiny_{name}", palette=SYNTHETIC, dataset="test"))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def demo_run(checkpoints, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo_output"
+    result = subprocess.run(
+        [sys.executable, "-m", "vseg_ros.cli", "demo", "--models", *checkpoints.values(), "--frames", str(FRAMES),
+         "--height", str(H), "--width", str(W), "--out", str(out), "--device", "cpu", "--timeout", "120"],
+        capture_output=True, text=True, timeout=400, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    (seq,), _ = evaluation_sequences("synthetic", split="val", sequences=1, frames=FRAMES, height=H, width=W)
+    return seq
+
+
+def _core_labels(checkpoint: str, frames) -> list[np.ndarray]:
+    segmenter = VideoSegmenter(load_checkpoint(checkpoint), device="cpu")
+    return [segmenter.step(f).labels for f in frames]
+
+
+@pytest.mark.slow
+def test_table_json_and_labels_equal_the_cores_evaluation(demo_run, checkpoints, sequence):
+    result, out = demo_run
+    report = json.loads((out / "results.json").read_text())
+    assert report["frames"] == FRAMES and (report["height"], report["width"]) == (H, W)
+    rows = {r["model"]: r for r in report["models"]}
+    assert list(rows) == list(MODELS)
+    labels = np.load(out / "labels.npz")
+    for name, checkpoint in checkpoints.items():
+        row = rows[name]
+        expected = evaluate(load_checkpoint(checkpoint), [sequence], SYNTHETIC, device="cpu")
+        for key in ("miou", "fp", "fip", "keyframe_share"):
+            assert row[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15), key
+        assert row["iou"] == pytest.approx({k: v for k, v in expected["iou"].items() if v is not None})
+        assert 0.05 < row["fip"] < 0.9, "labels that never change over time would make the comparison weak"
+        assert row["frames_sent"] == row["frames_received"] == row["frames_processed"] == FRAMES
+        assert row["frames_dropped"] == row["frames_rejected"] == row["frames_without_result"] == 0
+        assert row["ms_per_frame"] > 0 and row["node_exit_status"] == 0
+        # The node's labels are what the core computes on the same frames with the same checkpoint.
+        got = labels[row["name"]]
+        assert got.shape == (FRAMES, H, W) and labels[f"{row['name']}.valid"].all()
+        for i, exp in enumerate(_core_labels(checkpoint, sequence.frames)):
+            np.testing.assert_array_equal(got[i], exp, err_msg=f"{name}, frame {i}")
+        # The printed table shows the same numbers.
+        line = next(li for li in result.stdout.splitlines() if li.startswith(row["name"] + " "))
+        assert line.split() == [
+            row["name"], f"{row['miou']:.3f}", f"{row['fp']:.4f}", f"{row['fip']:.4f}", f"{row['ms_per_frame']:.1f}",
+            "100%", *[str(FRAMES)] * 3, "0", "0",  # sent, received, processed, dropped, no result
+        ]  # fmt: skip
+    wrote = [li.removeprefix("wrote ") for li in result.stdout.splitlines() if li.startswith("wrote ")]
+    assert wrote == [str(out / n) for n in ("overlay.mp4", "contact_sheet.png", "labels.npz", "results.json")]
+
+
+@pytest.mark.slow
+def test_video_and_contact_sheet_decode_with_the_layouts_sizes(demo_run, checkpoints, sequence):
+    _, out = demo_run
+    capture = cv2.VideoCapture(str(out / "overlay.mp4"))
+    shapes = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        shapes.append(frame.shape)
+    capture.release()
+    # Rows: input | ground truth, then one per model; columns: overlay | colour labels.
+    assert shapes == [((1 + len(MODELS)) * H, 2 * W, 3)] * FRAMES
+
+    sheet = cv2.cvtColor(cv2.imread(str(out / "contact_sheet.png")), cv2.COLOR_BGR2RGB)
+    columns = sheet_frame_indices(FRAMES)
+    rows = 2 + len(MODELS)  # input, ground truth, models
+    assert sheet.shape[0] == SHEET_HEADER_HEIGHT + rows * H
+    left = sheet.shape[1] - len(columns) * W
+    assert 0 < left < 300, "the name column"
+    colours = np.asarray(SYNTHETIC.colors, np.uint8)
+
+    def tile(row: int, col: int) -> np.ndarray:
+        top = SHEET_HEADER_HEIGHT + row * H
+        return sheet[top : top + H, left + col * W : left + (col + 1) * W]
+
+    for c, i in enumerate(columns):
+        np.testing.assert_array_equal(tile(0, c), sequence.frames[i])
+        np.testing.assert_array_equal(tile(1, c), colour_labels(sequence.labels[i], colours))
+    for r, checkpoint in enumerate(checkpoints.values()):
+        expected = _core_labels(checkpoint, sequence.frames)
+        for c, i in enumerate(columns):
+            np.testing.assert_array_equal(tile(2 + r, c), colour_labels(expected[i], colours))
+
+
+def _one_line_error(capsys, *args: str) -> str:
+    assert main(["demo", *args]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+def test_a_bag_without_image_topics_is_a_one_line_error_listing_its_topics(tmp_path, capsys):
+    from std_msgs.msg import String
+
+    from vseg_ros.bags import BagWriter
+
+    with BagWriter(tmp_path / "bag") as bag:
+        bag.write("/chatter", 1_000_000_000, String(data="hello"))
+    error = _one_line_error(capsys, "--bag", str(tmp_path / "bag"))
+    assert error == (
+        f"vseg demo: bag {tmp_path / 'bag'} has no image topics (sensor_msgs/msg/Image or "
+        "sensor_msgs/msg/CompressedImage); its topics: /chatter [std_msgs/msg/String]"
+    )
+
+
+def test_a_missing_or_undecodable_video_is_a_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "missing.mp4"
+    assert _one_line_error(capsys, "--video", str(missing)) == f"vseg demo: no video file at {missing}"
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    # In a process of its own: FFmpeg writes to the C-level stderr, which only a subprocess sees whole.
+    result = subprocess.run(
+        [sys.executable, "-m", "vseg_ros.cli", "demo", "--video", str(junk)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"vseg demo: cannot read video {junk}: OpenCV decodes no frame from it"
+    ]
+
+
+def test_without_checkpoints_the_demo_refuses_instead_of_running_random_weights(tmp_path, capsys):
+    error = _one_line_error(capsys, "--weights-dir", str(tmp_path))
+    assert error.startswith(f"vseg demo: no trained checkpoints in {tmp_path} and --models names none")
+    assert "never runs random weights" in error
+    assert _one_line_error(capsys, "--models", "nonexistent", "--weights-dir", str(tmp_path)) == (
+        f"vseg demo: no shipped checkpoint 'nonexistent' in {tmp_path}; shipped: none"
+    )
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, capsys, checkpoints):
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "demo_output"
+    error = _one_line_error(capsys, "--models", checkpoints["icnet"], "--frames", "2", "--out", str(out))
+    assert error.startswith(f"vseg demo: cannot create the output folder {out}: ")
+
+
+def test_an_output_folder_without_room_is_refused_before_any_node_starts(tmp_path):
+    with pytest.raises(DemoError, match=r"not enough free disk space in .*: \d+ MB free, the demo needs about"):
+        prepare_output(tmp_path / "out", need_bytes=1 << 62)
+
+
+def test_contact_sheet_columns_spread_over_the_stream():
+    assert sheet_frame_indices(12) == [0, 2, 4, 7, 9, 11]
+    assert sheet_frame_indices(3) == [0, 1, 2]
+    assert sheet_frame_indices(1) == [0]
+
+
+def test_video_falls_back_to_motion_jpeg_where_mp4v_cannot_be_opened(tmp_path, monkeypatch):
+    real = cv2.VideoWriter
+
+    def without_mp4v(path, fourcc, fps, size):
+        return real() if fourcc == cv2.VideoWriter_fourcc(*"mp4v") else real(path, fourcc, fps, size)
+
+    monkeypatch.setattr(cv2, "VideoWriter", without_mp4v)
+    with OverlayVideoWriter(tmp_path / "overlay.mp4", 15.0, (33, 47)) as video:
+        for i in range(3):
+            video.write(np.full((33, 47, 3), 60 * i, np.uint8))
+    assert video.path == tmp_path / "overlay.avi" and not (tmp_path / "overlay.mp4").exists()
+    assert "Motion JPEG" in video.fallback_note
+    capture = cv2.VideoCapture(str(video.path))
+    shapes = []
+    while (frame := capture.read()[1]) is not None:
+        shapes.append(frame.shape)
+    assert shapes == [(34, 48, 3)] * 3, "odd sizes are padded to even ones"
