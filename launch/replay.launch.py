@@ -20,7 +20,7 @@ ARGUMENTS = (
     ("rate", "1.0", "playback speed factor"),
     ("loop", "false", "play the bag again and again"),
     ("model", "lstm_icnet_v2", "registered model name (`vseg models` lists them)"),
-    ("weights", "", "checkpoint path (.safetensors with its .json); empty: random weights"),
+    ("weights", "", "checkpoint path (.safetensors with its .json) or a shipped name; empty: random weights"),
     ("device", "auto", "auto | cpu | cuda | cuda:N"),
     ("precision", "fp32", "fp32 | fp16 | bf16"),
     ("rviz", "true", "start RViz with config/vseg.rviz"),

@@ -15,7 +15,7 @@ from launch_ros.substitutions import FindPackageShare
 ARGUMENTS = (
     ("image", "/camera/image_raw", "input image topic (sensor_msgs/Image), remapped onto the node's `image`"),
     ("model", "lstm_icnet_v2", "registered model name (`vseg models` lists them)"),
-    ("weights", "", "checkpoint path (.safetensors with its .json); empty: random weights"),
+    ("weights", "", "checkpoint path (.safetensors with its .json) or a shipped name; empty: random weights"),
     ("device", "auto", "auto | cpu | cuda | cuda:N"),
     ("precision", "fp32", "fp32 | fp16 | bf16"),
     ("namespace", "", "namespace of the node"),

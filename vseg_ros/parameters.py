@@ -62,7 +62,10 @@ _STR, _BOOL, _INT, _DOUBLE, _STRS = (
 # name: (default, descriptor). Read-only ones need a restart: they decide what is loaded and subscribed.
 PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
     "model": ("lstm_icnet_v2", _descriptor("registered model name (`vseg models` lists them)", _STR)),
-    "weights": ("", _descriptor("checkpoint (.safetensors with its .json); empty: random weights", _STR)),
+    "weights": (
+        "",
+        _descriptor("checkpoint (.safetensors with .json) or a shipped name (camvid_accel18); empty: random", _STR),
+    ),
     "device": ("auto", _descriptor("auto | cpu | cuda | cuda:N", _STR)),
     "precision": ("fp32", _descriptor("fp32 | fp16 | bf16 (fp16/bf16 need CUDA)", _STR)),
     "cameras": (

@@ -300,6 +300,37 @@ def test_a_node_that_failed_to_start_still_shuts_down_cleanly(tmp_path):
     assert not ctx.ok()
 
 
+def test_weights_by_shipped_name_load_that_checkpoint(tmp_path):
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from vseg_core.pretrained import shipped_checkpoint, shipped_record
+    from vseg_ros.segmentation_node import SegmentationNode
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    try:
+        params = [Parameter("model", value="icnet"), Parameter("device", value="cpu")]
+        node = SegmentationNode(context=ctx, parameter_overrides=[*params, Parameter("weights", value="camvid_icnet")])
+        try:
+            frame = _frame(4)
+            got = node._cameras[""].segmenter.step(frame).labels
+            expected = VideoSegmenter(load_checkpoint(shipped_checkpoint("camvid_icnet")), device="cpu").step(frame)
+            np.testing.assert_array_equal(got, expected.labels)
+            assert node.classes == shipped_record("camvid_icnet").palette == CAMVID
+        finally:
+            node.destroy_node()
+        failure = None
+        try:
+            SegmentationNode(context=ctx, parameter_overrides=[*params, Parameter("weights", value="camvid_icnett")])
+        except ValueError as exc:
+            failure = str(exc)
+        assert failure is not None and "'camvid_icnett' is neither a checkpoint path" in failure
+        assert "shipped: camvid_accel18, " in failure
+    finally:
+        ctx.shutdown()
+
+
 @pytest.mark.slow
 def test_compressed_input_gives_the_labels_of_the_decoded_frame(start_node, checkpoint):
     from std_msgs.msg import Header
