@@ -117,7 +117,7 @@ def _bench(args: argparse.Namespace) -> int:
             own = parse_config(settings).get("*", {})
             models.append((name, {**args.config.get("*", {}), **args.config.get(name, {}), **own}))
         results = run_benchmark(models, config)
-    except ValueError as exc:
+    except (ValueError, FloatingPointError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
         json.dump({"config": vars(config), "results": [r.as_dict() for r in results]}, sys.stdout)
@@ -203,7 +203,7 @@ def _eval(args: argparse.Namespace) -> int:
                 report["model"] = f"{label} [{policy_label}]" if model.uses_keyframes else label
                 report["keyframe_policy"] = policy_label if model.uses_keyframes else None
                 reports.append(report)
-    except (ValueError, CheckpointError, DatasetLayoutError) as exc:
+    except (ValueError, FloatingPointError, CheckpointError, DatasetLayoutError) as exc:
         raise CliError(str(exc)) from None
     out = {"dataset": args.dataset, "split": args.split, "reports": reports}
     written = []

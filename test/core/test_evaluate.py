@@ -107,3 +107,16 @@ def test_eval_cli_takes_a_shipped_checkpoint_by_name(capsys):
     sequences, palette = evaluation_sequences("synthetic", sequences=1, frames=3, height=64, width=128)
     direct = evaluate(load_checkpoint(shipped_checkpoint("synthetic_icnet")).eval(), sequences, palette, device="cpu")
     assert report["miou"] == direct["miou"] and report["fip"] == direct["fip"]
+
+
+def test_eval_cli_names_weights_that_produce_nan_in_one_line(tmp_path, capsys):
+    from vseg_core.checkpoint import save_checkpoint
+
+    model = create_model("icnet", num_classes=7, width=0.25)
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.ndim == 4).fill_(float("nan"))
+    path = save_checkpoint(model, tmp_path / "broken")
+    assert main(["eval", str(path), "--sequences", "1", "--frames", "2", "--height", "32", "--width", "48",
+                 "--device", "cpu", "--json"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "icnet produced NaN or infinite logits" in err[0]
