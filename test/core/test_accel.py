@@ -251,3 +251,22 @@ def test_dis_motion_runs_without_weights():
     assert not any("motion" in n for n, _ in model.named_parameters())
     outs = _steps(model, _clip(2), [True, False])
     assert outs[1].logits.shape == (1, C, H, W) and outs[1].extras["flow"].shape == (1, 2, 4, 6)
+
+
+def test_score_fusion_at_the_feature_stride_equals_fusing_the_upsampled_maps():
+    # The code upsamples both score maps to the frame and fuses them there; the model fuses first.
+    torch.manual_seed(1)
+    model = create_model("accel18", num_classes=C, width=0.25).eval()
+    with torch.no_grad():
+        nn.init.normal_(model.fusion.conv.weight, 0.0, 0.5)  # a fusion that mixes both branches
+        nn.init.normal_(model.fusion.conv.bias, 0.0, 0.5)
+    clip = _clip(2)
+    outs = _steps(model, clip, [True, False])
+    with torch.no_grad():
+        warped = outs[1].state.features  # the keyframe's features warped to frame 1
+        update = model.update(model.normalize(clip[:, 1]))
+        expected = model.fusion(model.reference_head(warped, (H, W)), model.update_head(update, (H, W)))
+    # Equal up to float32 rounding of the reordered sums: 1e-4 of the largest logit.
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(outs[1].logits, expected, rtol=0, atol=1e-4 * scale)
+    assert scale > 0.05 and outs[1].extras["reference_scores"].shape[-2:] == warped.shape[-2:]

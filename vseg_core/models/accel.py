@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from vseg_core.models.registry import register_model
 from vseg_core.models.streaming import StepOutput, StreamingSegmenter, check_clip, check_frame
 from vseg_core.nn.flownet import ScaleField
-from vseg_core.nn.heads import DeepLabHead
+from vseg_core.nn.heads import DeepLabHead, upsample_scores
 from vseg_core.nn.motion import MotionSource, build_motion
 from vseg_core.nn.normalize import ImageNormalize
 from vseg_core.nn.resnet_features import ResNetFeatures, resnet_features
@@ -280,10 +280,14 @@ class Accel(StreamingSegmenter):
             with timer.stage("fusion"):
                 return self.reference_head(self.fusion(reference, update), size), ran, {}
         with timer.stage("fusion"):
-            reference_logits = self.reference_head(reference, size)
-            update_logits = self.update_head(update, size)
-            logits = self.fusion(reference_logits, update_logits)
-        return logits, ran, {"reference_scores": reference_logits, "update_scores": update_logits}
+            # The code fuses the two score maps after upsampling them to the frame. The 1x1 fusion and
+            # the bilinear upsampling are both linear and the bilinear weights sum to 1, so fusing at
+            # the features' stride and upsampling once gives the same logits at 1/256 of the pixels.
+            reference_scores = self.reference_head(reference, None)
+            update_scores = self.update_head(update, None)
+            fused = self.fusion(reference_scores, update_scores)
+            logits = upsample_scores(fused, size, stride=self.reference_head.stride)
+        return logits, ran, {"reference_scores": reference_scores, "update_scores": update_scores}
 
     def forward_clip(self, frames: Tensor, output_frames: Sequence[int] = (-1,)) -> Tensor:
         """Logits (B, len(output_frames), C, H, W) of a (B, T, 3, H, W) clip whose frame 0 is the keyframe.

@@ -32,7 +32,8 @@ def upsample_scores(scores: Tensor, size: tuple[int, int], *, stride: int = 16) 
 class DeepLabHead(nn.Module):
     """``fc6`` (1x1, in_channels -> hidden_channels) + ReLU, ``score`` (1x1 -> num_classes), x16.
 
-    ``forward(features, size)``: (B, in_channels, h, w) -> logits (B, num_classes, H, W).
+    ``forward(features, size)``: (B, in_channels, h, w) -> logits (B, num_classes, H, W) (size None:
+    the scores before upsampling).
     Weights start N(0, 0.01) with zero bias, the initialisation the DFF/Accel code gives new
     1x1 layers.
     """
@@ -52,7 +53,10 @@ class DeepLabHead(nn.Module):
             nn.init.normal_(conv.weight, 0.0, 0.01)
             nn.init.zeros_(conv.bias)
 
-    def forward(self, features: Tensor, size: tuple[int, int]) -> Tensor:
+    def forward(self, features: Tensor, size: tuple[int, int] | None) -> Tensor:
+        """(B, in_channels, h, w) features -> logits (B, num_classes, H, W) for a frame of ``size``,
+        or with ``size`` None the scores (B, num_classes, h, w) at the features' stride."""
         if features.ndim != 4 or features.shape[1] != self.in_channels:
             raise ValueError(f"the head expects (B, {self.in_channels}, h, w) features, got {tuple(features.shape)}")
-        return upsample_scores(self.score(self.relu(self.fc6(features))), size, stride=self.stride)
+        scores = self.score(self.relu(self.fc6(features)))
+        return scores if size is None else upsample_scores(scores, size, stride=self.stride)
