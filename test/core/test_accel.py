@@ -253,20 +253,26 @@ def test_dis_motion_runs_without_weights():
     assert outs[1].logits.shape == (1, C, H, W) and outs[1].extras["flow"].shape == (1, 2, 4, 6)
 
 
-def test_score_fusion_at_the_feature_stride_equals_fusing_the_upsampled_maps():
-    # The code upsamples both score maps to the frame and fuses them there; the model fuses first.
+@pytest.mark.parametrize(("height", "width"), [(H, W), (48, 64)])  # 48x64: score grids of 3x4 and 4x4
+def test_score_fusion_equals_fusing_the_upsampled_maps(height, width):
+    # The code upsamples both score maps to the frame and fuses them there; where the two grids
+    # agree in size the model fuses first and upsamples once.
     torch.manual_seed(1)
     model = create_model("accel18", num_classes=C, width=0.25).eval()
     with torch.no_grad():
         nn.init.normal_(model.fusion.conv.weight, 0.0, 0.5)  # a fusion that mixes both branches
         nn.init.normal_(model.fusion.conv.bias, 0.0, 0.5)
-    clip = _clip(2)
+    clip = _clip(2)[..., :height, :width]
     outs = _steps(model, clip, [True, False])
     with torch.no_grad():
         warped = outs[1].state.features  # the keyframe's features warped to frame 1
         update = model.update(model.normalize(clip[:, 1]))
-        expected = model.fusion(model.reference_head(warped, (H, W)), model.update_head(update, (H, W)))
+        size = (height, width)
+        expected = model.fusion(model.reference_head(warped, size), model.update_head(update, size))
     # Equal up to float32 rounding of the reordered sums: 1e-4 of the largest logit.
     scale = expected.abs().max().item()
     torch.testing.assert_close(outs[1].logits, expected, rtol=0, atol=1e-4 * scale)
-    assert scale > 0.05 and outs[1].extras["reference_scores"].shape[-2:] == warped.shape[-2:]
+    same_grid = update.shape[-2:] == warped.shape[-2:]
+    assert same_grid == ((height, width) == (H, W))
+    scores_size = warped.shape[-2:] if same_grid else size
+    assert scale > 0.05 and outs[1].extras["reference_scores"].shape[-2:] == scores_size

@@ -281,12 +281,19 @@ class Accel(StreamingSegmenter):
                 return self.reference_head(self.fusion(reference, update), size), ran, {}
         with timer.stage("fusion"):
             # The code fuses the two score maps after upsampling them to the frame. The 1x1 fusion and
-            # the bilinear upsampling are both linear and the bilinear weights sum to 1, so fusing at
-            # the features' stride and upsampling once gives the same logits at 1/256 of the pixels.
+            # the bilinear upsampling are both linear and the bilinear weights sum to 1, so where the
+            # two branches give score grids of one size, fusing them there and upsampling once gives
+            # the same logits at 1/256 of the pixels. ResNets of different depth can round odd sizes
+            # differently (360x480: 23x30 and 24x30 cells); then the maps meet at the frame's size.
             reference_scores = self.reference_head(reference, None)
             update_scores = self.update_head(update, None)
-            fused = self.fusion(reference_scores, update_scores)
-            logits = upsample_scores(fused, size, stride=self.reference_head.stride)
+            if reference_scores.shape == update_scores.shape:
+                fused = self.fusion(reference_scores, update_scores)
+                logits = upsample_scores(fused, size, stride=self.reference_head.stride)
+            else:
+                reference_scores = upsample_scores(reference_scores, size, stride=self.reference_head.stride)
+                update_scores = upsample_scores(update_scores, size, stride=self.update_head.stride)
+                logits = self.fusion(reference_scores, update_scores)
         return logits, ran, {"reference_scores": reference_scores, "update_scores": update_scores}
 
     def forward_clip(self, frames: Tensor, output_frames: Sequence[int] = (-1,)) -> Tensor:
