@@ -254,7 +254,9 @@ def _train(args: argparse.Namespace) -> int:
     from vseg_core.data.layout import DatasetLayoutError
     from vseg_core.train import TrainConfig, parse_phases, train
 
-    name, *settings = args.model.split(",")
+    if (args.model is None) == (args.model_option is None):
+        raise CliError("name the model once: MODEL or --model MODEL, e.g. vseg train lstm_icnet_v2 --out runs/x")
+    name, *settings = (args.model or args.model_option).split(",")
     model_config = {**args.config.get("*", {}), **args.config.get(name, {}), **parse_config(settings).get("*", {})}
     try:
         phases = parse_phases(args.phase)
@@ -361,7 +363,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.set_defaults(handler=_bench)
 
     p = commands.add_parser("train", help="train a model on clips of a dataset (BPTT, AMP, torchrun for several GPUs)")
-    p.add_argument("model", metavar="MODEL[,KEY=VALUE...]", help="registered model and its settings")
+    p.add_argument("model", nargs="?", metavar="MODEL[,KEY=VALUE...]", help="registered model and its settings")
+    p.add_argument("--model", dest="model_option", metavar="MODEL[,KEY=VALUE...]", help="the same, as an option")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="model setting (repeatable)")
     p.add_argument("--dataset", default="synthetic", help="synthetic, camvid or cityscapes")
     p.add_argument("--root", help="dataset folder (camvid, cityscapes)")

@@ -454,6 +454,7 @@ def _cli(args: list[str], capsys) -> tuple[int, str, str]:
         (["--config", "depth=3"], "vseg train: model 'icnet' does not accept these settings"),
         (["--config", "width"], "vseg train: --config expects [MODEL:]KEY=VALUE"),
         (["--dataset", "camvid"], "vseg train: dataset 'camvid' needs root="),
+        (["--model", "icnet"], "vseg train: name the model once: MODEL or --model MODEL"),
     ],
 )
 def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys, args, message):
@@ -464,16 +465,16 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "run" / "train_state.json").exists()
 
 
+_CLI_RUN = [  # everything but the model and --out
+    "--height", "32", "--width", "64", "--num-clips", "2",
+    "--clip-length", "2", "--crop", "24x48", "--scale", "0.9:1.1", "--hflip", "--phase", "all:2",
+    "--val-split", "none", "--warmup", "0", "--lr", "0.001", "--no-amp", "--seed", "4", "--quiet",
+]  # fmt: skip
+
+
 def test_cli_maps_its_options_onto_the_run(tmp_path, capsys):
     out = tmp_path / "run"
-    status, printed, _ = _cli(
-        [
-            "icnet,width=0.125", "--out", str(out), "--height", "32", "--width", "64", "--num-clips", "2",
-            "--clip-length", "2", "--crop", "24x48", "--scale", "0.9:1.1", "--hflip", "--phase", "all:2",
-            "--val-split", "none", "--warmup", "0", "--lr", "0.001", "--no-amp", "--seed", "4", "--quiet",
-        ],
-        capsys,
-    )  # fmt: skip
+    status, printed, _ = _cli(["icnet,width=0.125", "--out", str(out), *_CLI_RUN], capsys)
     assert status == 0
     summary = json.loads(printed.splitlines()[0])
     state = _state(out)
@@ -484,6 +485,12 @@ def test_cli_maps_its_options_onto_the_run(tmp_path, capsys):
     assert config["phases"] == [{"steps": 2, "parts": []}] and config["steps"] == 2
     assert config["val_split"] is None and config["amp"] is False and config["seed"] == 4
     assert printed.splitlines()[1] == f"wrote {out / 'checkpoint.safetensors'}"
+    # --model MODEL is the same run as the positional MODEL.
+    other = tmp_path / "run_with_option"
+    argv = ["--model", "icnet,width=0.125", "--out", str(other), *_CLI_RUN]
+    assert _cli(argv, capsys)[0] == 0
+    assert _state(other)["losses"] == state["losses"]
+    assert {**_state(other)["config"], "out_dir": None} == {**config, "out_dir": None}
 
 
 def test_the_console_command_exits_with_status_2_and_one_line(tmp_path):
