@@ -28,19 +28,33 @@ MAX_FILE_BYTES = 20 << 20  # the shipped set's per-file limit (issue #9); the wh
 FP16_MAX = 65504.0
 
 
-def scrub(record: dict, name: str) -> dict:
-    """``record`` with the training machine's paths replaced by names that mean the same thing."""
-    train = dict(record["metadata"].get("train_config", {}))
+def scrub_metadata(metadata: dict, name: str) -> dict:
+    """Training ``metadata`` with the training machine's paths replaced by names that mean the same
+    thing, and the provenance of each --init checkpoint that is still at hand nested under
+    ``initialised_from`` (so weights trained in two runs say what both runs did)."""
+    train = dict(metadata.get("train_config", {}))
     train["out_dir"] = name
     if train.get("root"):
         train["root"] = f"{train['dataset']} root"
     # "--init reference=/x/camvid_deeplab101/checkpoint.safetensors" -> "reference=camvid_deeplab101"
-    train["init"] = [
-        (spec.split("=", 1)[0] + "=" if "=" in spec else "") + Path(spec.split("=", 1)[-1]).parent.name
-        for spec in train.get("init", [])
-    ]
-    metadata = dict(record["metadata"], train_config=train, stored_dtype="float16")
-    return dict(record, metadata=metadata)
+    inits, earlier = [], dict(metadata.get("initialised_from", {}))
+    for spec in train.get("init", []):
+        part, _, path = spec.rpartition("=")
+        run = Path(path).parent.name
+        inits.append(f"{part}={run}" if part else run)
+        record = Path(path).with_suffix(".json")
+        if record.is_file():
+            earlier[inits[-1]] = scrub_metadata(json.loads(record.read_text())["metadata"], run)
+    train["init"] = inits
+    scrubbed = dict(metadata, train_config=train)
+    if earlier:
+        scrubbed["initialised_from"] = earlier
+    return scrubbed
+
+
+def scrub(record: dict, name: str) -> dict:
+    """``record`` as shipped: metadata scrubbed (see :func:`scrub_metadata`), storage noted."""
+    return dict(record, metadata=dict(scrub_metadata(record["metadata"], name), stored_dtype="float16"))
 
 
 def to_float16(source: Path, target: Path) -> None:

@@ -158,15 +158,13 @@ def _eval_policies(specs: list[str], interval: int) -> list[tuple[str, object]]:
 
 def _eval_model(spec: str, args: argparse.Namespace, num_classes: int | None):
     """A checkpoint path, a shipped checkpoint's name, or NAME[,KEY=VALUE...] with random weights."""
-    from pathlib import Path
 
     from vseg_core.checkpoint import load_checkpoint
     from vseg_core.models.registry import create_model
-    from vseg_core.pretrained import shipped_checkpoints
+    from vseg_core.pretrained import checkpoint_path, shipped_checkpoints
 
-    shipped = shipped_checkpoints()
-    if spec.endswith(".safetensors") or spec in shipped:
-        path = Path(spec) if spec.endswith(".safetensors") else shipped[spec]
+    if spec.endswith(".safetensors") or spec in shipped_checkpoints():
+        path = checkpoint_path(spec)
         model = load_checkpoint(path)
         return model, f"{model.model_name} ({path.stem})"
     name, *settings = spec.split(",")

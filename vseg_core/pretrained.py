@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vseg_core.checkpoint import CheckpointRecord, read_checkpoint_record
 
-__all__ = ["WEIGHTS_DIR", "shipped_checkpoint", "shipped_checkpoints", "shipped_record"]
+__all__ = ["WEIGHTS_DIR", "checkpoint_path", "shipped_checkpoint", "shipped_checkpoints", "shipped_record"]
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
@@ -35,3 +35,18 @@ def shipped_checkpoint(name: str, directory: Path = WEIGHTS_DIR) -> Path:
 def shipped_record(name: str, directory: Path = WEIGHTS_DIR) -> CheckpointRecord:
     """The JSON record (model, config, palette, provenance) of the shipped checkpoint ``name``."""
     return read_checkpoint_record(shipped_checkpoint(name, directory))
+
+
+def checkpoint_path(spec: str | Path, directory: Path = WEIGHTS_DIR) -> Path:
+    """The .safetensors path that ``spec`` names: a shipped checkpoint's name, or a checkpoint path
+    (.safetensors or .json). Anything else is a ValueError that lists the shipped names."""
+    found = shipped_checkpoints(directory)
+    if str(spec) in found:
+        return found[str(spec)]
+    path = Path(spec)
+    if path.suffix not in (".safetensors", ".json"):
+        known = ", ".join(found) or "none"
+        raise ValueError(
+            f"{str(spec)!r} is neither a checkpoint path (.safetensors) nor a shipped checkpoint; shipped: {known}"
+        )
+    return path.with_suffix(".safetensors")

@@ -80,13 +80,14 @@ def _bag_eval(args: argparse.Namespace) -> int:
     from vseg_core.data import dataset_palette
     from vseg_core.keyframes import FixedInterval
     from vseg_core.models.registry import create_model
+    from vseg_core.pretrained import checkpoint_path
     from vseg_ros.bag_tools import evaluate_bag
     from vseg_ros.bags import BagError
 
     try:
         palette = dataset_palette(args.classes)
         if args.weights:
-            model = load_checkpoint(args.weights, expect_model=args.model)
+            model = load_checkpoint(checkpoint_path(args.weights), expect_model=args.model)
             palette = model.checkpoint_record.palette or palette
         else:
             model = create_model(args.model, num_classes=palette.num_classes)

@@ -3,13 +3,11 @@ package), or random weights with a loud warning."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from vseg_core.checkpoint import CheckpointError, load_checkpoint
 from vseg_core.models.registry import create_model
 from vseg_core.models.streaming import StreamingSegmenter
 from vseg_core.palette import ClassPalette
-from vseg_core.pretrained import shipped_checkpoints
+from vseg_core.pretrained import checkpoint_path
 from vseg_ros.parameters import NodeConfig, ParameterError
 
 __all__ = ["load_model_for_node"]
@@ -18,13 +16,10 @@ __all__ = ["load_model_for_node"]
 def load_model_for_node(config: NodeConfig, logger) -> tuple[StreamingSegmenter, ClassPalette]:
     """(model, classes) for ``config``; ParameterError naming 'model' or 'weights' when unusable."""
     if config.weights:
-        shipped = shipped_checkpoints()
-        path = shipped.get(config.weights) or Path(config.weights)
-        if path.suffix not in (".safetensors", ".json"):
-            raise ParameterError(
-                f"parameter 'weights': {config.weights!r} is neither a checkpoint path (.safetensors) nor a shipped "
-                f"checkpoint; shipped: {', '.join(shipped) or 'none'}"
-            )
+        try:
+            path = checkpoint_path(config.weights)
+        except ValueError as exc:
+            raise ParameterError(f"parameter 'weights': {exc}") from None
         try:
             model = load_checkpoint(path, expect_model=config.model)
         except CheckpointError as exc:

@@ -48,3 +48,13 @@ def test_the_shipped_convlstm_beats_its_single_frame_base_on_held_out_video():
     assert single["miou"] > 0.5  # trained: random weights score below 0.2 here
     assert temporal["miou"] > single["miou"]
     assert temporal["fip"] < single["fip"] and temporal["fp"] < single["fp"]
+
+
+def test_checkpoint_path_takes_shipped_names_and_paths_and_names_the_shipped_ones_otherwise(tmp_path):
+    from vseg_core.pretrained import checkpoint_path
+
+    assert checkpoint_path("camvid_icnet") == WEIGHTS_DIR / "camvid_icnet.safetensors"
+    assert checkpoint_path(tmp_path / "mine.json") == tmp_path / "mine.safetensors"
+    assert checkpoint_path("runs/x/checkpoint.safetensors").as_posix() == "runs/x/checkpoint.safetensors"
+    with pytest.raises(ValueError, match=r"'camvid_icnett' is neither .* shipped: camvid_accel18, camvid_deeplab101"):
+        checkpoint_path("camvid_icnett")
