@@ -35,6 +35,9 @@ def test_a_shipped_checkpoint_loads_and_says_what_trained_it(name):
     text = shipped_checkpoint(name).with_suffix(".json").read_text()
     assert "/tmp" not in text and "/home" not in text and "/work" not in text
     assert json.loads(text)["metadata"]["train_config"]["out_dir"] == name
+    # Weights that started from other runs carry those runs' provenance too.
+    for spec in record.metadata["train_config"]["init"]:
+        assert record.metadata["initialised_from"][spec]["trained_by"] == "vseg train"
 
 
 def test_the_shipped_convlstm_beats_its_single_frame_base_on_held_out_video():
