@@ -6,12 +6,13 @@
 #
 #   scripts/train_weights.sh branches OUT [CAMVID_ROOT]   # single-frame and ConvLSTM models, DeepLab branches
 #   scripts/train_weights.sh accel OUT [CAMVID_ROOT]      # Accel-18 on the branches of the first stage
+#   scripts/train_weights.sh finish OUT CAMVID_ROOT       # the CamVid LSTM-ICNet runs' last 750 steps (OUT/finish/)
 #
 # OUT/<dataset>_<name>/ holds each run (checkpoint.*, best.*, log.jsonl). Without CAMVID_ROOT only the
 # synthetic video is used. PYTHON picks the interpreter (default python3); STEPS_PERCENT shortens runs.
 # `python scripts/pack_weights.py OUT NAME...` then copies runs into vseg_core/weights/.
 set -euo pipefail
-stage=${1:?stage: branches or accel}
+stage=${1:?stage: branches, accel or finish}
 out=${2:?output folder}
 camvid=${3:-}
 python=${PYTHON:-python3}
@@ -67,8 +68,21 @@ case $stage in
                 --phase "fusion:$n" --steps "$n"
         done
         ;;
+    finish)
+        # The CamVid LSTM-ICNet runs stopped at step 1250 of 2000 when the GPU lease ended; their last 750
+        # steps ran on a CPU from the learning rate the poly schedule had reached (1e-3 x 0.375^0.9), whose
+        # own poly decay then follows the original tail; only Adam's moments start afresh.
+        [[ -n $camvid ]] || { echo "finish needs CAMVID_ROOT" >&2; exit 2; }
+        mkdir -p "$out/finish"
+        for name in camvid_lstm_icnet_v2 camvid_lstm_icnet_v2_separable; do
+            model=lstm_icnet_v2,width=0.25
+            [[ $name == *separable ]] && model+=",conv=separable"
+            run "finish/$name" "$model" "${camvid_args[@]}" --clip-length 4 --steps "$(steps 750)" --lr 4.1e-4 \
+                --warmup 0 --seed 1 --val-every "$(steps 750)" --init "$out/$name/checkpoint.safetensors"
+        done
+        ;;
     *)
-        echo "unknown stage $stage (branches or accel)" >&2
+        echo "unknown stage $stage (branches, accel or finish)" >&2
         exit 2
         ;;
 esac

@@ -29,7 +29,7 @@ def test_a_shipped_checkpoint_loads_and_says_what_trained_it(name):
     assert model.model_name == record.model and record.palette.num_classes == model.num_classes
     assert record.metadata["trained_by"] == "vseg train" and record.metadata["dataset"] == dataset
     assert ("non-commercial" in record.metadata["licence"]) == (dataset == "camvid")
-    # Steps taken, at most those planned (the CamVid LSTM-ICNet runs stopped early; README says so).
+    # Steps of the last run, at most those planned (earlier runs' steps are in initialised_from).
     assert 0 < record.metadata["steps"] <= record.metadata["train_config"]["steps"]
     # Provenance names runs and datasets, never a path on the machine that trained it.
     text = shipped_checkpoint(name).with_suffix(".json").read_text()
