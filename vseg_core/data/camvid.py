@@ -22,16 +22,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from vseg_core.data.clips import (
-    ClipAugmentation,
-    KeyframeOffset,
-    apply_augmentation,
-    clip_sample,
-    sample_keyframe_offset,
-)
+from vseg_core.data.clips import ClipAugmentation, KeyframeOffset, augmented_clip_sample, check_keyframe_offset
 from vseg_core.data.layout import DatasetLayoutError, require_dir
 from vseg_core.palette import CAMVID
 
@@ -134,8 +127,7 @@ class CamVidClips(Dataset):
     ) -> None:
         if clip_length < 1:
             raise ValueError(f"clip_length must be at least 1, got {clip_length}")
-        if keyframe_offset is not None and keyframe_offset.high >= clip_length:
-            raise ValueError(f"keyframe offsets up to {keyframe_offset.high} need clip_length > {keyframe_offset.high}")
+        check_keyframe_offset(keyframe_offset, clip_length)
         self.root = Path(root)
         self.split = split
         self.sequences = camvid_sequences(root, split)
@@ -159,9 +151,8 @@ class CamVidClips(Dataset):
         frames = self.clip_frames(index)
         images, labels = zip(*(read_camvid_frame(f) for f in frames), strict=True)
         images, labels = np.stack(images), np.stack(labels)
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-        params = (self.augmentation or ClipAugmentation()).sample(labels.shape[1:], rng)
-        images, labels, _ = apply_augmentation(images, labels, params, ignore_index=IGNORE_INDEX)
-        keyframe = sample_keyframe_offset(self.keyframe_offset, self.clip_length, rng)
         info = {"sequence": frames[-1].sequence, "frames": [f.frame for f in frames]}
-        return clip_sample(images, labels, keyframe_index=keyframe, info=info)
+        return augmented_clip_sample(
+            images, labels, augmentation=self.augmentation, keyframe_offset=self.keyframe_offset,
+            ignore_index=IGNORE_INDEX, info=info,
+        )  # fmt: skip

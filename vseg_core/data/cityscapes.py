@@ -18,16 +18,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from vseg_core.data.clips import (
-    ClipAugmentation,
-    KeyframeOffset,
-    apply_augmentation,
-    clip_sample,
-    sample_keyframe_offset,
-)
+from vseg_core.data.clips import ClipAugmentation, KeyframeOffset, augmented_clip_sample, check_keyframe_offset
 from vseg_core.data.layout import DatasetLayoutError, require_dir, require_file
 from vseg_core.palette import CITYSCAPES
 
@@ -146,8 +139,7 @@ class CityscapesClips(Dataset):
                 f"clip_length must be in 1..{LABELLED_INDEX + 1} (a Cityscapes snippet has {LABELLED_INDEX} "
                 f"frames before its annotated one), got {clip_length}"
             )
-        if keyframe_offset is not None and keyframe_offset.high >= clip_length:
-            raise ValueError(f"keyframe offsets up to {keyframe_offset.high} need clip_length > {keyframe_offset.high}")
+        check_keyframe_offset(keyframe_offset, clip_length)
         self.root = Path(root)
         self.split = split
         self.clip_length = clip_length
@@ -166,12 +158,11 @@ class CityscapesClips(Dataset):
             raise DatasetLayoutError(
                 f"{snippet.label} is {labels.shape[1:]} but its frames are {images.shape[1:3]} (height, width)"
             )
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-        params = (self.augmentation or ClipAugmentation()).sample(labels.shape[1:], rng)
-        images, labels, _ = apply_augmentation(images, labels, params, ignore_index=IGNORE_INDEX)
-        keyframe = sample_keyframe_offset(self.keyframe_offset, self.clip_length, rng)
         info = {
             "sequence": f"{snippet.city}_{snippet.sequence:06d}",
             "frames": list(range(snippet.frame - self.clip_length + 1, snippet.frame + 1)),
         }
-        return clip_sample(images, labels, keyframe_index=keyframe, info=info)
+        return augmented_clip_sample(
+            images, labels, augmentation=self.augmentation, keyframe_offset=self.keyframe_offset,
+            ignore_index=IGNORE_INDEX, info=info,
+        )  # fmt: skip

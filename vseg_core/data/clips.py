@@ -24,6 +24,8 @@ __all__ = [
     "ClipAugmentation",
     "KeyframeOffset",
     "apply_augmentation",
+    "augmented_clip_sample",
+    "check_keyframe_offset",
     "clip_sample",
     "sample_keyframe_offset",
 ]
@@ -43,6 +45,12 @@ class KeyframeOffset:
     def __post_init__(self) -> None:
         if not 0 <= self.low <= self.high:
             raise ValueError(f"keyframe offsets need 0 <= low <= high, got low={self.low}, high={self.high}")
+
+
+def check_keyframe_offset(offset: KeyframeOffset | None, clip_length: int) -> None:
+    """A dataset's constructor check: ``offset`` (if any) fits clips of ``clip_length`` frames."""
+    if offset is not None and offset.high >= clip_length:
+        raise ValueError(f"keyframe offsets up to {offset.high} need clip_length > {offset.high}")
 
 
 def sample_keyframe_offset(offset: KeyframeOffset | None, clip_length: int, rng: np.random.Generator) -> int:
@@ -210,3 +218,26 @@ def clip_sample(
     if info is not None:
         sample["info"] = info
     return sample
+
+
+def augmented_clip_sample(
+    frames: np.ndarray,
+    labels: np.ndarray,
+    *,
+    augmentation: ClipAugmentation | None,
+    keyframe_offset: KeyframeOffset | None,
+    ignore_index: int,
+    flow: np.ndarray | None = None,
+    info: dict | None = None,
+) -> dict[str, Tensor | int | dict]:
+    """A dataset item from a raw clip: one augmentation drawn for all its frames (none: identity),
+    then its keyframe index, packed by :func:`clip_sample`. Inputs as for :func:`apply_augmentation`.
+
+    Both draws come from torch's random generator, like any torchvision transform, so
+    ``torch.manual_seed`` (or a loader worker's seed) makes them reproducible.
+    """
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+    params = (augmentation or ClipAugmentation()).sample(labels.shape[1:], rng)
+    frames, labels, flow = apply_augmentation(frames, labels, params, ignore_index=ignore_index, flow=flow)
+    keyframe = sample_keyframe_offset(keyframe_offset, len(frames), rng)
+    return clip_sample(frames, labels, keyframe_index=keyframe, flow=flow, info=info)

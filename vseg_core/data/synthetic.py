@@ -33,16 +33,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from vseg_core.data.clips import (
-    ClipAugmentation,
-    KeyframeOffset,
-    apply_augmentation,
-    clip_sample,
-    sample_keyframe_offset,
-)
+from vseg_core.data.clips import ClipAugmentation, KeyframeOffset, augmented_clip_sample, check_keyframe_offset
 from vseg_core.palette import CAMVID, ClassPalette
 
 __all__ = [
@@ -717,8 +710,7 @@ class SyntheticVideoDataset(Dataset):
     ) -> None:
         if num_clips < 1 or clip_length < 1:
             raise ValueError(f"need num_clips >= 1 and clip_length >= 1, got {num_clips}, {clip_length}")
-        if keyframe_offset is not None and keyframe_offset.high >= clip_length:
-            raise ValueError(f"keyframe offsets up to {keyframe_offset.high} need clip_length > {keyframe_offset.high}")
+        check_keyframe_offset(keyframe_offset, clip_length)
         self.config = config
         self.num_clips = num_clips
         self.clip_length = clip_length
@@ -740,12 +732,8 @@ class SyntheticVideoDataset(Dataset):
         scene_seed = int(where.integers(0, 2**31))
         start = int(where.integers(0, self.max_start_frame))
         clip = SyntheticScene(self.config, scene_seed).clip(start, self.clip_length, with_flow=self.with_flow)
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-        params = (self.augmentation or ClipAugmentation()).sample(clip.labels.shape[1:], rng)
-        flow = clip.flow if self.with_flow else None
-        frames, labels, flow = apply_augmentation(
-            clip.frames, clip.labels, params, ignore_index=IGNORE_INDEX, flow=flow
-        )
-        keyframe = sample_keyframe_offset(self.keyframe_offset, self.clip_length, rng)
         info = {"scene_seed": scene_seed, "start_frame": start, "dropped": clip.dropped.tolist()}
-        return clip_sample(frames, labels, keyframe_index=keyframe, flow=flow, info=info)
+        return augmented_clip_sample(
+            clip.frames, clip.labels, augmentation=self.augmentation, keyframe_offset=self.keyframe_offset,
+            ignore_index=IGNORE_INDEX, flow=clip.flow if self.with_flow else None, info=info,
+        )  # fmt: skip
