@@ -29,6 +29,7 @@ from vseg_ros.conversions import (
     colorize,
     compressed_to_array,
     image_to_array,
+    image_to_labels,
     labels_to_image,
     rgb_to_image,
 )
@@ -105,7 +106,7 @@ def _frames(
             frame = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
             pending_images.append((msg.header, frame))
         else:
-            pending_labels[key] = image_to_array(msg)
+            pending_labels[key] = image_to_labels(msg)
         # An image is complete once its labels arrived, or once a later image shows they never will.
         while pending_images:
             header, frame = pending_images[0]

@@ -48,6 +48,7 @@ __all__ = [
     "compressed_to_array",
     "compressed_to_rgb",
     "image_to_array",
+    "image_to_labels",
     "image_to_native",
     "image_to_rgb",
     "labels_to_image",
@@ -213,6 +214,16 @@ def _colour_to_rgb(native: NativeImage) -> np.ndarray:
 def image_to_rgb(msg: Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB of any supported encoding; rgb8 is a view of ``msg.data``."""
     return native_to_rgb(image_to_native(msg))
+
+
+def image_to_labels(msg: Image) -> np.ndarray:
+    """Class ids of a label image, the inverse of :func:`labels_to_image`: (H, W) uint8 from mono8,
+    (H, W) uint16 from mono16 (ids as they are, not scaled like pixel values), in native byte order
+    and copied out of ``msg.data``. Other encodings are not label images: ConversionError."""
+    if msg.encoding not in ("mono8", "mono16"):
+        raise ConversionError(f"label images must be mono8 or mono16, got {msg.encoding!r}")
+    pixels = image_to_native(msg).pixels
+    return pixels.astype(np.uint8 if pixels.dtype.itemsize == 1 else np.uint16)
 
 
 def image_to_array(msg: Image) -> np.ndarray:

@@ -55,7 +55,7 @@ from vseg_core.palette import ClassPalette
 from vseg_core.pretrained import WEIGHTS_DIR, shipped_checkpoint, shipped_checkpoints
 from vseg_core.stream import resolve_device
 from vseg_ros.bags import BagError, list_topics, read_messages, ros_type_name
-from vseg_ros.conversions import ConversionError, compressed_to_rgb, image_to_rgb, rgb_to_image
+from vseg_ros.conversions import ConversionError, compressed_to_rgb, image_to_labels, image_to_rgb, rgb_to_image
 
 __all__ = ["DemoConfig", "DemoError", "DemoResult", "DemoStream", "load_stream", "prepare_output", "run_demo"]
 
@@ -281,7 +281,7 @@ def _bag_stream(config: DemoConfig) -> DemoStream:
         try:
             frame = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
             gt = label_messages.get(keys[i])
-            labels.append(None if gt is None else _label_array(gt))
+            labels.append(None if gt is None else image_to_labels(gt))
         except ConversionError as exc:
             raise DemoError(f"bag {bag}: message {i} on {image_topic} or its labels: {exc}") from None
         if frames and frame.shape != frames[0].shape:
@@ -316,20 +316,6 @@ def load_stream(config: DemoConfig) -> DemoStream:
         return _synthetic_stream(config)
     except BagError as exc:
         raise DemoError(str(exc)) from None
-
-
-def _label_array(msg: Image) -> np.ndarray:
-    """Class ids of a mono8/mono16 label image (copied: the message goes away)."""
-    dtypes = {"mono8": np.dtype(np.uint8), "mono16": np.dtype(">u2" if msg.is_bigendian else "<u2")}
-    if msg.encoding not in dtypes:
-        raise ConversionError(f"label images must be mono8 or mono16, got {msg.encoding!r}")
-    dtype = dtypes[msg.encoding]
-    row = msg.width * dtype.itemsize
-    if msg.step < row or len(msg.data) < msg.step * msg.height:
-        raise ConversionError(f"label image of {msg.width}x{msg.height} has step {msg.step} and {len(msg.data)} bytes")
-    rows = np.frombuffer(bytes(msg.data[: msg.step * msg.height]), np.uint8).reshape(msg.height, msg.step)[:, :row]
-    labels = np.ascontiguousarray(rows).view(dtype).reshape(msg.height, msg.width)
-    return labels.astype(np.uint8 if dtype.itemsize == 1 else np.uint16)
 
 
 # -------------------------------------------------------------------------------------- models
@@ -498,7 +484,7 @@ def _run_model(
         if i is None:
             run.unmatched += 1
         else:
-            run.labels[i] = _label_array(msg)
+            run.labels[i] = image_to_labels(msg)
 
     def on_info(msg: SegmentationInfo) -> None:
         i = by_stamp.get(_stamp_key(msg.header))

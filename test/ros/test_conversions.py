@@ -23,6 +23,7 @@ from vseg_ros.conversions import (
     compressed_to_array,
     compressed_to_rgb,
     image_to_array,
+    image_to_labels,
     image_to_native,
     image_to_rgb,
     labels_to_image,
@@ -195,6 +196,26 @@ def test_labels_round_trip_as_mono8_and_little_endian_mono16():
     # Big-endian or strided input arrays come out little-endian and tight all the same.
     swapped = labels16.astype(">u2")[:, ::-1][:, ::-1]
     assert labels_to_image(swapped, header).data == labels_to_image(labels16, header).data
+
+
+@pytest.mark.parametrize("pad", [0, 6])
+def test_label_images_give_back_their_class_ids_unscaled_and_copied(pad):
+    header = Header(frame_id="cam")
+    labels8 = RNG.integers(0, 19, (H, W), dtype=np.uint8)
+    labels16 = RNG.integers(0, 1000, (H, W), dtype=np.uint16)  # ids above 255: mono16 is not scaled to 8 bits
+    for labels, big_endian in ((labels8, False), (labels16, False), (labels16, True)):
+        msg = labels_to_image(labels, header)
+        if big_endian:
+            msg.data, msg.is_bigendian = labels.astype(">u2").tobytes(), 1
+        if pad:  # rows padded to a longer step, as some drivers write them
+            rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(H, msg.step)
+            msg.data = np.pad(rows, ((0, 0), (0, pad))).tobytes()
+            msg.step += pad
+        got = image_to_labels(msg)
+        assert got.dtype == labels.dtype and got.dtype.isnative and got.flags.owndata
+        np.testing.assert_array_equal(got, labels)
+    with pytest.raises(ConversionError, match="label images must be mono8 or mono16, got 'rgb8'"):
+        image_to_labels(rgb_to_image(np.zeros((2, 2, 3), np.uint8), header))
 
 
 def test_rgb_and_mono_images_round_trip():
