@@ -158,7 +158,6 @@ def _eval_policies(specs: list[str], interval: int) -> list[tuple[str, object]]:
 
 def _eval_model(spec: str, args: argparse.Namespace, num_classes: int | None):
     """A checkpoint path, a shipped checkpoint's name, or NAME[,KEY=VALUE...] with random weights."""
-
     from vseg_core.checkpoint import load_checkpoint
     from vseg_core.models.registry import create_model
     from vseg_core.pretrained import checkpoint_path, shipped_checkpoints

@@ -32,11 +32,6 @@ def natural_key(name: str) -> tuple:
     return runs, path.suffix.casefold(), name
 
 
-def _read_rgb(path: Path) -> np.ndarray | None:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 class ImageFolderVideo:
     """The images of one folder as one video: (H, W, 3) uint8 RGB frames in natural name order.
 
@@ -61,10 +56,10 @@ class ImageFolderVideo:
         self.size: tuple[int, int] = first.shape[:2]  # (height, width) every frame must have
 
     def _read(self, path: Path) -> np.ndarray:
-        image = _read_rgb(path)
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise DatasetLayoutError(f"cannot read {path} as an image (a corrupt or unsupported file)")
-        return image
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
     def __len__(self) -> int:
         return len(self.paths)
