@@ -11,16 +11,18 @@
   a pixel whose ground truth switches between ignored and labelled counts as a change. Pass
   ``ignore_index`` to leave out, from numerator and denominator, every pixel ignored in either frame
   of a pair; FIP never looks at ground truth.
-- :func:`temporal_consistency`: TC (ETC, ECCV 2020), the mIoU between P_t and P_{t+1} warped back
-  to t by optical flow.
+- :func:`warped_pair_miou`: the mIoU of one pair, P_t against P_{t+1} warped back to t by optical
+  flow. ETC's TC (ECCV 2020) starts from the same comparison but is a different number (it pools
+  all pairs of a data set before the class mean); see the function.
 - :func:`video_consistency`: VC_n (VSPW, CVPR 2021), among pixels whose ground truth stays constant
-  over n frames, the share whose prediction stays constant too, averaged over the windows.
+  over n frames, the share whose prediction stays constant too, averaged over all windows of all
+  sequences together, as VSPW's script does (:func:`video_consistency_windows` gives the shares).
 - :class:`KeyframeOffsetMeter`: mIoU by distance from the last keyframe (the Accel evaluation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -29,9 +31,10 @@ __all__ = [
     "FlickerMeter",
     "KeyframeOffsetMeter",
     "flicker",
-    "temporal_consistency",
     "video_consistency",
+    "video_consistency_windows",
     "warp_labels_back",
+    "warped_pair_miou",
 ]
 
 
@@ -185,13 +188,19 @@ def warp_labels_back(labels_next, flow: np.ndarray, fill: int) -> tuple[np.ndarr
     return warped, inside
 
 
-def temporal_consistency(pred_t, pred_next, flow: np.ndarray, num_classes: int) -> float:
-    """TC of one pair (ETC, ECCV 2020): mIoU between P_t and P_{t+1} warped back to frame t.
+def warped_pair_miou(pred_t, pred_next, flow: np.ndarray, num_classes: int) -> float:
+    """mIoU of one pair of predictions: P_t against P_{t+1} warped back to frame t.
 
     flow: (H, W, 2) float, the forward flow t -> t+1 in pixels, (dx, dy) per pixel of frame t; the
     label of P_{t+1} at the nearest pixel of that position is read back (:func:`warp_labels_back`).
-    Pixels whose position falls outside frame t+1 are left out. Average over the pairs of a video
-    for the video's TC.
+    Pixels whose position falls outside frame t+1 are left out; the mean runs over the classes in
+    either image (:meth:`ConfusionMatrix.miou`).
+
+    Not ETC's TC, though it starts from the same comparison: ETC's ``eval_tc.py`` (and VSPW's
+    ``TC_cal.py``) sum intersections and unions over all the pairs they evaluate and take the class
+    mean once, with their own flow (FlowNet2, RAFT) and warp (ETC: bilinear resampling of the class
+    ids with the border repeated; VSPW: nearest with zero padding). A mean of this value over pairs
+    is therefore not comparable with published TC.
     """
     pred_t = _as_labels(pred_t, "pred_t")
     if np.shape(pred_next) != pred_t.shape:
@@ -203,21 +212,19 @@ def temporal_consistency(pred_t, pred_next, flow: np.ndarray, num_classes: int) 
     return matrix.miou()
 
 
-def video_consistency(preds: Sequence, gts: Sequence, n: int) -> float:
-    """VC_n of one sequence (VSPW): for every window of n consecutive frames, among the pixels whose
-    ground truth is the same in all n frames, the share whose prediction is also the same in all n;
-    the mean of that share over the windows.
+def video_consistency_windows(preds: Sequence, gts: Sequence, n: int) -> list[float]:
+    """The shares VC_n is made of, one per window of n consecutive frames of one sequence.
 
-    Windows without a single stable ground-truth pixel have no share and are skipped. All
-    len - n + 1 windows are used (VSPW's script stops one window short). Average over sequences
-    for a data set's VC_n, as VSPW does.
+    For the window starting at frame i: among the pixels whose ground truth is the same in frames
+    i..i+n-1, the share whose prediction is also the same in all n; NaN where no ground-truth pixel
+    is stable. Ground truth is compared as given, so a pixel that stays ignore-labelled counts as
+    stable (VSPW's script does the same). All len - n + 1 windows are returned (VSPW's script stops
+    one window short); a sequence shorter than n has none.
     """
     if n < 2:
         raise ValueError(f"n must be at least 2, got {n}")
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predictions but {len(gts)} ground truth frames")
-    if len(preds) < n:
-        raise ValueError(f"VC_{n} needs at least {n} frames, got {len(preds)}")
     preds = [_as_labels(p, "pred") for p in preds]
     gts = [_as_labels(g, "gt") for g in gts]
     shares = []
@@ -228,9 +235,31 @@ def video_consistency(preds: Sequence, gts: Sequence, n: int) -> float:
             gt_same &= gts[j] == gts[i]
             pred_same &= preds[j] == preds[i]
         stable = int(gt_same.sum())
-        if stable:
-            shares.append(int((gt_same & pred_same).sum()) / stable)
-    return float(np.mean(shares)) if shares else float("nan")
+        shares.append(int((gt_same & pred_same).sum()) / stable if stable else float("nan"))
+    return shares
+
+
+def video_consistency(sequences: Iterable[tuple[Sequence, Sequence]], n: int) -> float:
+    """VC_n (VSPW) of a data set: ``sequences`` yields one (predictions, ground truth) pair of
+    equal-length frame sequences per video.
+
+    The mean of :func:`video_consistency_windows` over all windows of all sequences pooled, windows
+    without a stable ground-truth pixel left out: VSPW's ``VC_perclip.py`` collects the window
+    shares of every video in one list and takes its nanmean, so a long video weighs more than a
+    short one (this is not the mean of per-video means). Sequences shorter than n add no window.
+    NaN if no window has a stable pixel.
+    """
+    if n < 2:
+        raise ValueError(f"n must be at least 2, got {n}")
+    shares: list[float] = []
+    longest = 0
+    for preds, gts in sequences:
+        shares += video_consistency_windows(preds, gts, n)
+        longest = max(longest, len(preds))
+    if not shares:
+        raise ValueError(f"VC_{n} needs a sequence of at least {n} frames, the longest has {longest}")
+    counted = [share for share in shares if not np.isnan(share)]
+    return float(np.mean(counted)) if counted else float("nan")
 
 
 class KeyframeOffsetMeter:

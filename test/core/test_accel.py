@@ -3,7 +3,9 @@ they claim, incremental warping, the clip forward equals the unrolled steps, fre
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -276,3 +278,32 @@ def test_score_fusion_equals_fusing_the_upsampled_maps(height, width):
     assert same_grid == ((height, width) == (H, W))
     scores_size = warped.shape[-2:] if same_grid else size
     assert scale > 0.05 and outs[1].extras["reference_scores"].shape[-2:] == scores_size
+
+
+@pytest.mark.slow  # builds the seven full-size models (about 15 s on 2 CPU cores)
+def test_the_readme_accel_cost_table_is_what_its_command_prints(capsys):
+    from vseg_core.cli import main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("**Accel vs DeepLab-101**") :]
+    command = re.search(r"`vseg (models [^`]+)`", section).group(1).split()
+    rows = re.findall(
+        r"^\| (\w+) \| ([\d.]+) \| ([\d.]+|-) \| ([\d.]+|-) \| \**([\d.]+)", section.split("\n\n")[1], re.M
+    )
+    assert [row[0] for row in rows] == command[1:]
+    assert main(command) == 0
+    # The printed table: model, family, params, key GFLOPs, non-key GFLOPs, ...
+    printed = {cells[0]: cells[3:5] for cells in map(str.split, capsys.readouterr().out.splitlines()[3:])}
+    reference = float(printed["deeplab101"][0])
+
+    def shown(text: str, value: float) -> bool:  # text is value rounded (ratios come from rounded GFLOPs)
+        return abs(float(text) - value) <= 0.5 * 10 ** -len(text.partition(".")[2]) + 2e-5
+
+    for name, key, nonkey, ratio, amortised in rows:
+        assert [key, nonkey] == printed[name], name
+        if nonkey == "-":
+            assert ratio == "-" and shown(amortised, float(key) / reference), name
+            continue
+        interval = 3 if name == "accel101" else 5  # Accel-101's own keyframe interval
+        assert shown(ratio, float(nonkey) / reference), name
+        assert shown(amortised, (float(key) + (interval - 1) * float(nonkey)) / interval / reference), name

@@ -66,17 +66,34 @@ def test_flop_counter_sees_deformable_convolutions():
     assert counter.get_total_flops() == dense + offsets
 
 
-def test_x16_upsampling_is_the_codes_fixed_bilinear_deconvolution():
+def test_x16_upsampling_is_the_codes_fixed_bilinear_deconvolution_away_from_the_border():
     c, h, w = 3, 4, 6
-    scores = torch.rand(1, c, h, w, dtype=torch.float64)
-    # The code: 32x32 bilinear kernel, stride 16, one group per class, cropped at offset 8.
+    scores = torch.randn(1, c, h, w, dtype=torch.float64)
+    # The code: mx.init.Bilinear's 32x32 kernel, stride 16, one group per class, cropped at offset 8.
     k = 1 - (torch.arange(32, dtype=torch.float64) - 15.5).abs() / 16
     kernel = (k[:, None] * k[None, :]).expand(c, 1, 32, 32)
-    deconv = F.conv_transpose2d(scores, kernel, stride=16, groups=c)[..., 8 : 8 + 60, 8 : 8 + 90]
-    ours = upsample_scores(scores, (60, 90))
+    deconv = F.conv_transpose2d(scores, kernel, stride=16, groups=c)[..., 8 : 8 + 16 * h, 8 : 8 + 16 * w]
+    ours = upsample_scores(scores, (16 * h, 16 * w))
     assert ours.shape == deconv.shape
-    # Away from the border (where the deconvolution fades into zero padding) they agree.
+    # Between the outermost cell centres (pixels 8 .. 16 n - 9) they agree ...
     torch.testing.assert_close(ours[..., 8:-8, 8:-8], deconv[..., 8:-8, 8:-8])
+    differs = ~torch.isclose(ours, deconv).all(dim=1)[0]
+    rows = differs[:, 8:-8].any(1).nonzero().flatten().tolist()
+    cols = differs[8:-8, :].any(0).nonzero().flatten().tolist()
+    assert rows == [*range(8), *range(16 * h - 8, 16 * h)]
+    assert cols == [*range(8), *range(16 * w - 8, 16 * w)]
+    # ... and in the 8-pixel bands outside them the deconvolution, zero-padded, weighs the edge cell
+    # by (8.5 + d) / 16 at distance d from the edge where interpolation repeats it: the same factor
+    # for every class, so the labels agree everywhere, the logits do not.
+    fade = (8.5 + torch.arange(8, dtype=torch.float64)) / 16
+    interior = slice(8, 16 * w - 8)
+    torch.testing.assert_close(deconv[0, :, :8, interior], ours[0, :, :8, interior] * fade[:, None])
+    torch.testing.assert_close(deconv[0, :, -8:, interior], ours[0, :, -8:, interior] * fade.flip(0)[:, None])
+    torch.testing.assert_close(deconv[0, :, 0, 0], scores[0, :, 0, 0] * (17 / 32) ** 2)
+    assert torch.equal(ours.argmax(1), deconv.argmax(1))
+    # A frame that ends more than 8 pixels before the grid's edge has only the leading bands.
+    frame = upsample_scores(scores, (16 * h - 9, 16 * w - 9))
+    torch.testing.assert_close(frame[..., 8:, 8:], deconv[..., 8 : 16 * h - 9, 8 : 16 * w - 9])
 
 
 def test_head_shapes_and_errors():

@@ -13,9 +13,10 @@ from vseg_core.metrics import (
     FlickerMeter,
     KeyframeOffsetMeter,
     flicker,
-    temporal_consistency,
     video_consistency,
+    video_consistency_windows,
     warp_labels_back,
+    warped_pair_miou,
 )
 
 
@@ -108,19 +109,19 @@ def test_flicker_meter_sequences_do_not_leak_into_each_other():
     assert meter.result()["fip"] == 0.0 and meter.pixels == 4
 
 
-def test_temporal_consistency_with_a_known_shift():
+def test_warped_pair_miou_with_a_known_shift():
     pred_t = np.array([[0, 0, 1, 1]] * 2)
     pred_next = np.array([[0, 0, 0, 1]] * 2)  # everything moved one pixel right
     flow = np.zeros((2, 4, 2))
     flow[..., 0] = 1.0
     # Warped back: columns 0..2 read columns 1..3 of pred_next = [0, 0, 1]; column 3 falls outside.
-    assert temporal_consistency(pred_t, pred_next, flow, num_classes=2) == pytest.approx(1.0)
-    assert temporal_consistency(pred_t, pred_next, np.zeros((2, 4, 2)), num_classes=2) == pytest.approx(
+    assert warped_pair_miou(pred_t, pred_next, flow, num_classes=2) == pytest.approx(1.0)
+    assert warped_pair_miou(pred_t, pred_next, np.zeros((2, 4, 2)), num_classes=2) == pytest.approx(
         np.mean([2 / 3, 1 / 2])
     )
 
 
-def test_temporal_consistency_reads_labels_at_the_rounded_flow_target():
+def test_warp_labels_back_reads_labels_at_the_rounded_flow_target():
     labels = np.array([[0, 1, 2], [3, 4, 5]])
     flow = np.zeros((2, 3, 2), np.float32)
     flow[0, 0] = (1.6, 0.4)  # -> (x 2, y 0)
@@ -134,16 +135,43 @@ def test_temporal_consistency_reads_labels_at_the_rounded_flow_target():
         warp_labels_back(labels, np.zeros((2, 3)), fill=0)
 
 
-def test_video_consistency_by_hand():
+def test_video_consistency_windows_by_hand():
     gts = [np.array([[0, 1, 2]]), np.array([[0, 1, 0]]), np.array([[0, 1, 0]])]
     preds = [np.array([[3, 1, 2]]), np.array([[3, 2, 2]]), np.array([[3, 2, 2]])]
     # n=2: window 0: gt stable at px 0, 1; pred stable at px 0, 2 -> 1 of 2. window 1: gt stable at
-    # all 3; pred stable at all 3 -> 3 of 3. VSPW averages the windows: (1/2 + 1) / 2.
-    assert video_consistency(preds, gts, 2) == pytest.approx(3 / 4)
+    # all 3; pred stable at all 3 -> 3 of 3.
+    assert video_consistency_windows(preds, gts, 2) == pytest.approx([1 / 2, 1])
     # n=3: gt stable at px 0, 1; pred stable at px 0 -> 1 / 2.
-    assert video_consistency(preds, gts, 3) == pytest.approx(1 / 2)
-    with pytest.raises(ValueError, match="at least 4 frames"):
-        video_consistency(preds, gts, 4)
+    assert video_consistency_windows(preds, gts, 3) == pytest.approx([1 / 2])
+    assert video_consistency_windows(preds, gts, 4) == []
+    # No stable ground-truth pixel: the window has no share (NaN), as 0/0 in VSPW's script.
+    shares = video_consistency_windows([np.zeros((1, 2), int)] * 2, [np.array([[0, 1]]), np.array([[1, 0]])], 2)
+    assert len(shares) == 1 and np.isnan(shares[0])
+
+
+def test_video_consistency_pools_the_windows_of_all_sequences_as_vspw_does():
+    # Sequence a: 3 frames, windows (n=2) score 1/2 and 1 (see above). Sequence b: 2 frames, one
+    # window, gt stable at both pixels, prediction at neither -> 0.
+    a = (
+        [np.array([[3, 1, 2]]), np.array([[3, 2, 2]]), np.array([[3, 2, 2]])],
+        [np.array([[0, 1, 2]]), np.array([[0, 1, 0]]), np.array([[0, 1, 0]])],
+    )
+    b = ([np.array([[0, 0]]), np.array([[1, 1]])], [np.array([[5, 5]]), np.array([[5, 5]])])
+    # VSPW: the nanmean of all window shares pooled, (1/2 + 1 + 0) / 3 = 1/2; the mean of the
+    # per-sequence means would be (3/4 + 0) / 2 = 3/8.
+    assert video_consistency([a, b], 2) == pytest.approx(1 / 2)
+    # A window without a stable ground-truth pixel is left out, not counted as 0 or 1.
+    c = ([np.zeros((1, 2), int)] * 2, [np.array([[0, 1]]), np.array([[1, 0]])])
+    assert video_consistency([a, b, c], 2) == pytest.approx(1 / 2)
+    assert np.isnan(video_consistency([c], 2))
+    # A sequence shorter than n adds no window; with none long enough there is no VC_n.
+    assert video_consistency([a, b], 3) == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="at least 4 frames, the longest has 3"):
+        video_consistency([a, b], 4)
+    with pytest.raises(ValueError, match="n must be at least 2"):
+        video_consistency([a], 1)
+    with pytest.raises(ValueError, match="3 predictions but 2 ground truth frames"):
+        video_consistency([(a[0], a[1][:2])], 2)
 
 
 def test_miou_by_keyframe_offset():

@@ -3,9 +3,17 @@
 In the Accel code (``fc6``, ``score``, ``upsampling``, ``croped_score``): a 1x1 convolution from the
 2048 conv5 channels to 1024 with ReLU, a 1x1 score convolution to C classes, then a fixed
 (``lr_mult`` 0) bilinear 32x32 transposed convolution with stride 16, cropped at offset 8 to the
-frame. That fixed kernel places score cell i at frame pixel 16 i + 7.5, which is exactly bilinear
-interpolation by 16 with ``align_corners=False``; :func:`upsample_scores` does that and crops the
-top-left (H, W), so the frame/feature geometry is the code's also when H or W is not a multiple of 16.
+frame. That fixed kernel places score cell i at frame pixel 16 i + 7.5, as bilinear interpolation
+by 16 with ``align_corners=False`` does; :func:`upsample_scores` interpolates and crops the top-left
+(H, W), so the frame/feature geometry is the code's also when H or W is not a multiple of 16.
+
+The two agree (to rounding) only between the outermost cell centres: along each axis on frame
+pixels 8 .. 16 n - 9 for n cells. In the 8 pixels outside them, at distance d = 0..7 from the grid's
+edge (pixel 0 or 16 n - 1), the deconvolution's missing neighbour is zero padding and the edge cell
+enters with weight (8.5 + d) / 16, while interpolation clamps and repeats it. On those bands (the first 8
+rows and columns of every frame; the last 8 only where H > 16 n - 8) the code's logits are the
+edge values scaled by 17/32 .. 31/32 (their product at corners): the same factor for every class,
+so the head's argmax agrees everywhere, but not its logits, softmax or loss.
 """
 
 from __future__ import annotations
