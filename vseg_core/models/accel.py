@@ -36,12 +36,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from vseg_core.models.deeplab import LITE_HEAD_CHANNELS
 from vseg_core.models.registry import register_model
 from vseg_core.models.streaming import StepOutput, StreamingSegmenter, check_clip, check_frame
+from vseg_core.nn.efficientnet_lite import LiteEncoder
 from vseg_core.nn.flownet import ScaleField
 from vseg_core.nn.heads import DeepLabHead, upsample_scores
 from vseg_core.nn.motion import MotionSource, build_motion
-from vseg_core.nn.normalize import ImageNormalize
+from vseg_core.nn.normalize import ImageNormalize, backbone_normalize
 from vseg_core.nn.resnet_features import ResNetFeatures, resnet_features
 from vseg_core.nn.warp import warp
 from vseg_core.timing import NullTimer, StageTimer
@@ -57,6 +59,7 @@ __all__ = [
     "accel34",
     "accel50",
     "accel101",
+    "accel_lite0",
     "dff",
 ]
 
@@ -128,6 +131,8 @@ class Accel(StreamingSegmenter):
     update, update_head, fusion: the update branch. ``ScoreFusion`` needs ``update_head``;
         ``FeatureFusion`` fuses features and scores them with ``reference_head`` (no update head).
         ``update`` may be ``reference`` itself (Accel-101's shared weights). All None: DFF.
+    normalize: the input normalisation both branches share (default torchvision's ImageNet
+        statistics; EfficientNet-Lite branches need theirs, see ``backbone_normalize``).
     """
 
     uses_keyframes = True
@@ -136,13 +141,14 @@ class Accel(StreamingSegmenter):
         self,
         *,
         num_classes: int,
-        reference: ResNetFeatures,
+        reference: ResNetFeatures | LiteEncoder,
         reference_head: DeepLabHead,
         motion: MotionSource,
         scale_field: ScaleField | None = None,
         update: nn.Module | None = None,
         update_head: DeepLabHead | None = None,
         fusion: ScoreFusion | FeatureFusion | None = None,
+        normalize: nn.Module | None = None,
     ) -> None:
         super().__init__(num_classes)
         if reference_head.in_channels != reference.out_channels:
@@ -159,7 +165,7 @@ class Accel(StreamingSegmenter):
             raise ValueError("update_head without an update branch")
         if scale_field is not None and motion.feature_channels == 0:
             raise ValueError(f"{type(motion).__name__} gives no features for a scale field: use motion='flownet'")
-        self.normalize = ImageNormalize()
+        self.normalize = normalize or ImageNormalize()
         self.reference = reference
         self.reference_head = reference_head
         self.motion = motion
@@ -281,9 +287,12 @@ class Accel(StreamingSegmenter):
                 return self.reference_head(self.fusion(reference, update), size), ran, {}
         with timer.stage("fusion"):
             # The code fuses the two score maps after upsampling them to the frame. The 1x1 fusion and
-            # the bilinear upsampling are both linear and the bilinear weights sum to 1, so where the
-            # two branches give score grids of one size, fusing them there and upsampling once gives
-            # the same logits at 1/256 of the pixels. ResNets of different depth can round odd sizes
+            # ``upsample_scores`` are both linear and its weights sum to 1 (interpolation clamps at the
+            # border), so where the two branches give score grids of one size, fusing them there and
+            # upsampling once gives the same logits at 1/256 of the pixels. The code's zero-padded
+            # deconvolution matches that upsampling only away from the frame's outer 8 pixels (see
+            # nn/heads.py); there it scales the scores but not the fusion's bias, so even the labels
+            # can differ from the code's in those bands. ResNets of different depth can round odd sizes
             # differently (360x480: 23x30 and 24x30 cells); then the maps meet at the frame's size.
             reference_scores = self.reference_head(reference, None)
             update_scores = self.update_head(update, None)
@@ -405,4 +414,32 @@ def accel101(
         motion=build_motion(motion, width=width),
         update=update,
         fusion=FeatureFusion(reference.out_channels),
+    )
+
+
+@register_model(
+    "accel_lite0",
+    family="accel",
+    description="Accel-Lite0: DeepLab-Lite2 keyframes + EfficientNet-Lite0 update, score fusion",
+)
+def accel_lite0(*, num_classes: int = 19, motion: str = "dis", reference: str = "lite2") -> Accel:
+    """Accel on ImageNet-initialisable branches: a DeepLab-Lite2 (or ``reference="lite0"``)
+    reference and a DeepLab-Lite0 update branch, both at stride 16 with Lite's normalisation.
+
+    ``motion`` defaults to OpenCV DIS: it needs no weights, while FlowNetS would start from random
+    ones here (``motion="flownet"`` trains it with the rest).
+    """
+    if reference not in ("lite0", "lite2"):
+        raise ValueError(f"accel_lite0's reference is 'lite2' or 'lite0', got {reference!r}")
+    ref = LiteEncoder(reference, output_stride=16)
+    update = LiteEncoder("lite0", output_stride=16)
+    return Accel(
+        num_classes=num_classes,
+        reference=ref,
+        reference_head=DeepLabHead(ref.out_channels, num_classes, hidden_channels=LITE_HEAD_CHANNELS),
+        motion=build_motion(motion),
+        update=update,
+        update_head=DeepLabHead(update.out_channels, num_classes, hidden_channels=LITE_HEAD_CHANNELS),
+        fusion=ScoreFusion(num_classes),
+        normalize=backbone_normalize(reference),
     )

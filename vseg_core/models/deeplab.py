@@ -2,30 +2,47 @@
 
 DeepLab-101 (deformable conv5) is DFF/Accel's reference network; DeepLab-18/34/50 are their update
 networks trained alone (paper Table 1: DL-18 57.7 mIoU, DL-101 75.2 on Cityscapes).
+DeepLab-Lite0/Lite2 put the same head on an EfficientNet-Lite encoder at output stride 16 (its last
+strided stage dilated instead), the backbones that start from ImageNet weights here.
 """
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from vseg_core.models.registry import register_model
 from vseg_core.models.streaming import StatelessSegmenter, check_frame
+from vseg_core.nn.efficientnet_lite import LiteEncoder
 from vseg_core.nn.heads import DeepLabHead
-from vseg_core.nn.normalize import ImageNormalize
+from vseg_core.nn.normalize import ImageNormalize, backbone_normalize
 from vseg_core.nn.resnet_features import ResNetFeatures, resnet_features
 from vseg_core.timing import StageTimer
 
-__all__ = ["DeepLab", "deeplab18", "deeplab34", "deeplab50", "deeplab101"]
+__all__ = ["DeepLab", "deeplab18", "deeplab34", "deeplab50", "deeplab101", "deeplab_lite0", "deeplab_lite2"]
+
+#: fc6 width of the head on a Lite encoder: the ResNet heads' 1024 would cost more than Lite0 itself.
+LITE_HEAD_CHANNELS = 256
 
 
 class DeepLab(StatelessSegmenter):
-    """``normalize`` (ImageNet statistics) -> ``features`` (stride 16) -> ``head`` (x16 to the frame)."""
+    """``normalize`` (the backbone's ImageNet statistics) -> ``features`` (stride 16) -> ``head`` (x16)."""
 
-    def __init__(self, *, features: ResNetFeatures, head: DeepLabHead, num_classes: int) -> None:
+    def __init__(
+        self,
+        *,
+        features: ResNetFeatures | LiteEncoder,
+        head: DeepLabHead,
+        num_classes: int,
+        normalize: nn.Module | None = None,
+    ) -> None:
         super().__init__(num_classes)
         if head.in_channels != features.out_channels:
             raise ValueError(f"the head takes {head.in_channels} channels, the features have {features.out_channels}")
-        self.normalize = ImageNormalize()
+        if features.stride != head.stride:
+            raise ValueError(
+                f"the head upsamples from stride {head.stride}, the features have stride {features.stride}"
+            )
+        self.normalize = normalize or ImageNormalize()
         self.features = features
         self.head = head
 
@@ -62,3 +79,20 @@ def deeplab50(*, num_classes: int = 19, deformable: bool = True, width: float = 
 @register_model("deeplab101", family="accel", description="DeepLab on ResNet-101 (deformable conv5): the reference net")
 def deeplab101(*, num_classes: int = 19, deformable: bool = True, width: float = 1.0) -> DeepLab:
     return build_deeplab(101, num_classes=num_classes, deformable=deformable, width=width)
+
+
+def build_deeplab_lite(variant: str, *, num_classes: int = 19) -> DeepLab:
+    """DeepLab on EfficientNet-Lite ``variant`` at output stride 16, Lite's input normalisation."""
+    features = LiteEncoder(variant, output_stride=16)
+    head = DeepLabHead(features.out_channels, num_classes, hidden_channels=LITE_HEAD_CHANNELS)
+    return DeepLab(features=features, head=head, num_classes=num_classes, normalize=backbone_normalize(variant))
+
+
+@register_model("deeplab_lite0", family="accel", description="DeepLab on EfficientNet-Lite0 (stride 16), single frame")
+def deeplab_lite0(*, num_classes: int = 19) -> DeepLab:
+    return build_deeplab_lite("lite0", num_classes=num_classes)
+
+
+@register_model("deeplab_lite2", family="accel", description="DeepLab on EfficientNet-Lite2 (stride 16), single frame")
+def deeplab_lite2(*, num_classes: int = 19) -> DeepLab:
+    return build_deeplab_lite("lite2", num_classes=num_classes)

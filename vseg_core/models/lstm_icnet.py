@@ -15,6 +15,9 @@ A branch cell sits between a convolution and the batch norm that follows it in I
 no norm of its own. The cell after the fusion has one (``convlstm6_cls_bn`` with ReLU in the
 authors' code): its output goes straight to the classifier.
 
+``backbone`` is ICNet's (``vseg_core.models.icnet``: the paper's PSPNet-50 or an ImageNet-initialisable
+EfficientNet-Lite); placements and cells do not depend on it.
+
 Every cell has 128 input and hidden channels (times ``width``). ``reduce_channels`` is the 2020
 "Faster" LSTM-ICNet (``models/Faster_LSTM_ICNet_v*.py``): a bias-free 1x1 convolution gives the
 cell R = 64/48/32 input channels, another bias-free 1x1 convolution carries 128 - R channels past
@@ -36,7 +39,7 @@ from vseg_core.models.icnet import TAP_POINTS, ICNetBody, classify
 from vseg_core.models.registry import register_model
 from vseg_core.models.streaming import StepOutput, StreamingSegmenter, check_frame
 from vseg_core.nn.convlstm import CONV_VARIANTS, ConvLSTMCell, LSTMState
-from vseg_core.nn.normalize import ImageNormalize
+from vseg_core.nn.normalize import backbone_normalize
 from vseg_core.timing import NullTimer, StageTimer
 
 __all__ = ["PLACEMENTS", "REDUCE_CHANNELS", "LSTMICNet", "TemporalBlock"]
@@ -109,6 +112,7 @@ class LSTMICNet(StreamingSegmenter):
         conv: str = "standard",
         reduce_channels: int | None = None,
         width: float = 1.0,
+        backbone: str = "pspnet50",
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__(num_classes)
@@ -123,8 +127,8 @@ class LSTMICNet(StreamingSegmenter):
         if reduce_channels is not None:
             reduce_channels = max(4, round(reduce_channels * width))
         self.placement = placement
-        self.normalize = ImageNormalize()
-        self.body = ICNetBody(width=width, norm_layer=norm_layer)
+        self.body = ICNetBody(width=width, backbone=backbone, norm_layer=norm_layer)
+        self.normalize = backbone_normalize(backbone)
         channels = self.body.fused_channels  # 128 x width at every tap point
         self.temporal = nn.ModuleDict(
             {
@@ -169,10 +173,20 @@ class LSTMICNet(StreamingSegmenter):
 
 def _register(placement: str) -> None:
     def build(
-        *, num_classes: int = 19, conv: str = "standard", reduce_channels: int | None = None, width: float = 1.0
+        *,
+        num_classes: int = 19,
+        conv: str = "standard",
+        reduce_channels: int | None = None,
+        width: float = 1.0,
+        backbone: str = "pspnet50",
     ) -> LSTMICNet:
         return LSTMICNet(
-            placement=placement, num_classes=num_classes, conv=conv, reduce_channels=reduce_channels, width=width
+            placement=placement,
+            num_classes=num_classes,
+            conv=conv,
+            reduce_channels=reduce_channels,
+            width=width,
+            backbone=backbone,
         )
 
     taps = ", ".join(PLACEMENTS[placement])

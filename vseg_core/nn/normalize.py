@@ -9,8 +9,12 @@ from torch import Tensor, nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The TensorFlow EfficientNet-Lite models take (x - 127) / 128 on 0..255 pixels, the same for every
+#: channel; their ImageNet weights are wrong by a factor of about 2 under the statistics above.
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageNormalize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD", "ImageNormalize", "backbone_normalize"]
 
 
 class ImageNormalize(nn.Module):
@@ -30,3 +34,11 @@ class ImageNormalize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+def backbone_normalize(backbone: str) -> ImageNormalize:
+    """The input normalisation a backbone's ImageNet weights were trained with ("lite*": TF's
+    EfficientNet-Lite; anything else: torchvision's ImageNet statistics)."""
+    if backbone.startswith("lite"):
+        return ImageNormalize(LITE_MEAN, LITE_STD)
+    return ImageNormalize()
