@@ -373,7 +373,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument(
         "--init", action="append", default=[], metavar="[BRANCH=]CHECKPOINT",
-        help="start from a checkpoint of the same model, or reference=/update= a DeepLab for Accel/DFF branches",
+        help="start from a checkpoint of the same model, reference=/update= a DeepLab for Accel/DFF branches, "
+        "or base= the icnet an lstm_icnet_* extends",
     )  # fmt: skip
     p.add_argument(
         "--pretrained", choices=("imagenet",),

@@ -463,14 +463,39 @@ def _check_resumable(stored: dict[str, Any], config: TrainConfig) -> None:
         raise ValueError(f"cannot resume: the run in {config.out_dir} was started with other settings ({changes})")
 
 
+def _load_base(model: nn.Module, source: nn.Module, path: str) -> None:
+    """Every tensor of the single-frame ICNet ``source`` into the LSTM-ICNet ``model``, whose cells
+    (``temporal.*``) keep their initialisation (LSTM-ICNet's recipe: ICNet first, then the cells)."""
+    if source.model_name != "icnet" or not model.model_name.startswith("lstm_icnet_"):
+        raise CheckpointError(
+            f"base={path}: an LSTM-ICNet starts from an icnet checkpoint; got {source.model_name!r} "
+            f"for {model.model_name!r}"
+        )
+    target = model.state_dict()
+    for key, value in source.state_dict().items():
+        if key not in target or target[key].shape != value.shape:
+            shape = tuple(target[key].shape) if key in target else "no such tensor"
+            raise CheckpointError(
+                f"base={path} does not fit {model.model_name} (backbone and width must match): "
+                f"{key!r} {tuple(value.shape)} vs {shape}"
+            )
+    missing, _ = model.load_state_dict(source.state_dict(), strict=False)
+    if stray := [k for k in missing if not k.startswith("temporal.")]:
+        raise CheckpointError(f"base={path} lacks {stray[0]!r} of {model.model_name}")
+
+
 def _load_init(model: nn.Module, spec: str) -> None:
-    """Initialise from ``spec``: PATH of a checkpoint of the same model (fine-tuning), or
+    """Initialise from ``spec``: PATH of a checkpoint of the same model (fine-tuning),
     ``reference=PATH`` / ``update=PATH`` of a DeepLab checkpoint whose backbone and head become that
-    branch of an Accel/DFF model (the papers' recipe: train the fusion on trained branches)."""
+    branch of an Accel/DFF model (the papers' recipe: train the fusion on trained branches), or
+    ``base=PATH`` of the ICNet an LSTM-ICNet extends."""
     part, sep, path = spec.rpartition("=")
     if not sep:
         part, path = "", spec
     source = load_checkpoint(path)
+    if part == "base":
+        _load_base(model, source, path)
+        return
     if not part:
         if source.model_name != model.model_name:
             raise CheckpointError(

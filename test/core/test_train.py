@@ -296,6 +296,24 @@ def test_init_continues_from_a_checkpoint_of_the_same_model(tmp_path):
     assert result.losses[0] != pytest.approx(_loss_of(_seeded_model(config), frames, labels), rel=1e-3)
 
 
+def test_base_init_puts_a_trained_icnet_under_the_lstm_cells(tmp_path):
+    torch.manual_seed(12)
+    source = create_model("icnet", num_classes=C, width=0.125)
+    path = save_checkpoint(source, tmp_path / "icnet")
+    torch.manual_seed(13)
+    model = create_model("lstm_icnet_v2", num_classes=C, width=0.125)
+    cells = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("temporal.")}
+    train_module._load_init(model, f"base={path}")
+    state = model.state_dict()
+    for key, value in source.state_dict().items():
+        assert torch.equal(state[key], value), key
+    assert cells and all(torch.equal(state[k], v) for k, v in cells.items())  # the cells start where they were
+    with pytest.raises(CheckpointError, match=r"backbone and width must match\): 'body\.stem\.0\.0\.weight'"):
+        train_module._load_init(create_model("lstm_icnet_v2", num_classes=C, width=0.25), f"base={path}")
+    with pytest.raises(CheckpointError, match="an LSTM-ICNet starts from an icnet checkpoint; got 'icnet' for 'icnet'"):
+        train_module._load_init(create_model("icnet", num_classes=C, width=0.125), f"base={path}")
+
+
 # ----------------------------------------------------------------------------------- validation
 def test_best_checkpoint_holds_the_weights_that_were_validated(tmp_path, monkeypatch):
     # Validation every 2 steps, a checkpoint every step: the checkpoint of step 3 must not
