@@ -36,7 +36,8 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Every shipped checkpoint in the real segmentation_node on the synthetic video; files in demo_output/.
+# Every shipped checkpoint in the real segmentation_node on a video of its own data (the synthetic video,
+# or the CamVid clip shipped in vseg_core/data/demo_clips/); files in demo_output/.
 # DEMO_ARGS passes options on, e.g. make demo DEMO_ARGS="--frames 60 --device cpu".
 demo: venv
 	$(VENV)/bin/vseg demo $(DEMO_ARGS)

@@ -19,8 +19,18 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["vseg_core", "vseg_core.*", "vseg_ros", "vseg_ros.*"]),
-    # Shipped weights (safetensors + JSON) travel inside the package.
-    package_data={"vseg_core": ["weights/*.safetensors", "weights/*.json"]},
+    # Shipped weights (safetensors + JSON) and the demo's CamVid clip (frames, labels, its README and
+    # LICENSE: research and non-commercial use only) travel inside the package.
+    package_data={
+        "vseg_core": [
+            "weights/*.safetensors",
+            "weights/*.json",
+            "data/demo_clips/*/LICENSE",
+            "data/demo_clips/*/README.md",
+            "data/demo_clips/*/val/*.jpg",
+            "data/demo_clips/*/valannot/*.png",
+        ]
+    },
     install_requires=[
         "numpy>=1.24",
         "torch>=2.4,<3",

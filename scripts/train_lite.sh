@@ -3,7 +3,7 @@
 # a time (on a 2-core CPU parallel runs only share the cores). A run whose folder already holds a train
 # state is resumed with the same command, so a stage interrupted by the end of a session continues.
 #
-#   scripts/train_lite.sh ablation OUT CAMVID_ROOT   # 300-step runs: ImageNet vs scratch, PSPNet at full width, losses
+#   scripts/train_lite.sh ablation OUT CAMVID_ROOT   # 200-step runs: ImageNet vs scratch, PSPNet at full width, losses
 #   scripts/train_lite.sh icnet OUT CAMVID_ROOT      # the shipped ICNet-Lite0 (1500 steps)
 #   scripts/train_lite.sh clips OUT CAMVID_ROOT      # LSTM-ICNet v2 on ICNet-Lite0: 1 Hz sequences vs ego-motion clips
 #   scripts/train_lite.sh lstm OUT CAMVID_ROOT       # the shipped LSTM-ICNet v2, standard and separable cell
@@ -35,7 +35,7 @@ run() {  # run NAME MODEL ARGS...: one run in the foreground (resumed if it has 
 
 case $stage in
     ablation)
-        short=(--batch-size 8 --clip-length 1 --lr 5e-4 --warmup 30 --steps 300 --val-every 300)
+        short=(--batch-size 8 --clip-length 1 --lr 5e-4 --warmup 20 --steps 200 --val-every 200)
         run ablation_lite0_imagenet_ce icnet,backbone=lite0 "${short[@]}" --pretrained imagenet
         run ablation_lite0_imagenet_mf icnet,backbone=lite0 "${short[@]}" --pretrained imagenet --loss median-frequency
         run ablation_lite0_imagenet_ohem icnet,backbone=lite0 "${short[@]}" --pretrained imagenet --loss ohem
@@ -56,7 +56,7 @@ case $stage in
         ;;
     lstm)
         source=${CLIP_SOURCE:-ego-motion}
-        long=(--batch-size 4 --clip-length 4 --lr 2e-4 --warmup 20 --steps 600 --val-every 200
+        long=(--batch-size 4 --clip-length 4 --lr 2e-4 --warmup 20 --steps 400 --val-every 200
             --clip-source "$source" --init "base=$out/camvid_icnet_lite0/checkpoint.safetensors")
         run camvid_lstm_icnet_v2_lite0 lstm_icnet_v2,backbone=lite0 "${long[@]}"
         run camvid_lstm_icnet_v2_lite0_separable lstm_icnet_v2,backbone=lite0,conv=separable "${long[@]}"

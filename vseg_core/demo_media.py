@@ -287,17 +287,19 @@ def _number(value: float | None, fmt: str) -> str:
 
 
 def results_table(rows: Sequence[dict]) -> str:
-    """The demo's results, one line per model (keys as in results.json's "models" entries)."""
+    """The demo's results, one line per model with the stream it ran on (keys as in results.json's
+    "models" entries)."""
     name_w = max([len("model"), *(len(r["name"]) for r in rows)])
+    stream_w = max([len("stream"), *(len(r["stream"]) for r in rows)])
     head = (
-        f"{'model':<{name_w}} {'mIoU':>6} {'FP':>7} {'FIP':>7} {'ms/frame':>8} {'keyframes':>9} "
-        f"{'sent':>5} {'received':>8} {'processed':>9} {'dropped':>7} {'no result':>9}"
+        f"{'model':<{name_w}} {'stream':<{stream_w}} {'mIoU':>6} {'FP':>7} {'FIP':>7} {'ms/frame':>8} "
+        f"{'keyframes':>9} {'sent':>5} {'received':>8} {'processed':>9} {'dropped':>7} {'no result':>9}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['name']:<{name_w}} {_number(r['miou'], '.3f'):>6} {_number(r['fp'], '.4f'):>7} "
-            f"{_number(r['fip'], '.4f'):>7} {_number(r['ms_per_frame'], '.1f'):>8} "
+            f"{r['name']:<{name_w}} {r['stream']:<{stream_w}} {_number(r['miou'], '.3f'):>6} "
+            f"{_number(r['fp'], '.4f'):>7} {_number(r['fip'], '.4f'):>7} {_number(r['ms_per_frame'], '.1f'):>8} "
             f"{_number(r['keyframe_share'], '.0%'):>9} {r['frames_sent']:>5} {r['frames_received']:>8} "
             f"{r['frames_processed']:>9} {r['frames_dropped']:>7} {r['frames_without_result']:>9}"
         )

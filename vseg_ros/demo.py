@@ -9,9 +9,12 @@ and the node's newest-frame mailbox drops what it cannot follow. Either way the 
 node's own counters and the frames that got no result.
 
 Scores come from :mod:`vseg_core.metrics` (as ``vseg eval`` computes them), pictures and the table
-from :mod:`vseg_core.demo_media`. The frames: the synthetic street video with ground truth (default),
-the first frames of an image topic of a bag (ground truth from a label topic, by stamp), or of a
-video file.
+from :mod:`vseg_core.demo_media`. The frames: by default two streams with ground truth, each model
+on the one of the data it was trained on (:func:`assign_streams`): the synthetic street video, and
+the real street clip of CamVid that ships inside the package (:data:`vseg_core.data.camvid.CAMVID_DEMO_CLIP`,
+research and non-commercial use only). Or, for every model: the first frames of an image topic of a
+bag (ground truth from a label topic, by stamp), or of a video file. One table and results.json
+cover all streams; each stream has its own video, contact sheet and labels file.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from std_msgs.msg import Header
 
 from vseg.msg import SegmentationInfo
 from vseg_core.checkpoint import CheckpointError, CheckpointRecord, load_checkpoint
+from vseg_core.data import dataset_palette
 from vseg_core.demo_media import (
     ModelTrack,
     OverlayVideoWriter,
@@ -57,7 +61,22 @@ from vseg_core.stream import resolve_device
 from vseg_ros.bags import BagError, list_topics, read_messages, ros_type_name
 from vseg_ros.conversions import ConversionError, compressed_to_rgb, image_to_labels, image_to_rgb, rgb_to_image
 
-__all__ = ["DemoConfig", "DemoError", "DemoResult", "DemoStream", "load_stream", "prepare_output", "run_demo"]
+__all__ = [
+    "DEMO_DATASETS",
+    "DemoConfig",
+    "DemoError",
+    "DemoModel",
+    "DemoResult",
+    "DemoStream",
+    "assign_streams",
+    "load_stream",
+    "prepare_output",
+    "run_demo",
+]
+
+# The demo's own videos, by the dataset whose models they are for, in the order they run.
+DEMO_DATASETS = ("synthetic", "camvid")
+_CAMVID_SOURCE_FPS = 30.0  # CamVid frame numbers count frames of 30 fps video
 
 _IMAGE_TYPES = (ros_type_name(Image), ros_type_name(CompressedImage))
 _RESULT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -79,9 +98,10 @@ class DemoError(ValueError):
 class DemoConfig:
     """models: shipped checkpoint names or .safetensors paths (empty: every shipped checkpoint);
     weights_dir: where names are looked up instead of the shipped weights; bag / video: the input
-    (neither: the synthetic video at height x width); frames: how many frames (the first ones of a
-    bag or video); rate_hz: publish on this clock (0: each frame waits for its result, up to
-    timeout_s)."""
+    of every model (neither: the demo's own streams, see :func:`assign_streams`: the synthetic video
+    at height x width, the shipped CamVid clip at its own 480x360); frames: how many frames (the first
+    ones of a bag, video or the CamVid clip, which has 60); rate_hz: publish on this clock (0: each
+    frame waits for its result, up to timeout_s)."""
 
     models: tuple[str, ...] = ()
     weights_dir: Path | None = None
@@ -118,8 +138,9 @@ class DemoConfig:
 class DemoStream:
     """The frames as published (messages with unique stamps), as pictures (RGB) and their ground truth.
 
-    gt_palette: the label set of the ground truth where it is known (the synthetic video); None for
-    ground truth from a bag, which is taken to use the model's own label set.
+    gt_palette: the label set of the ground truth where it is known (the demo's own streams); None for
+    ground truth from a bag, which is taken to use the model's own label set. name: the stream as the
+    table shows it; file_tag: its files are overlay_TAG.mp4 and so on ("": overlay.mp4).
     """
 
     description: str
@@ -129,6 +150,8 @@ class DemoStream:
     gt_palette: ClassPalette | None
     fps: float
     compressed: bool = False
+    name: str = "input"
+    file_tag: str = ""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -196,6 +219,32 @@ def _synthetic_stream(config: DemoConfig) -> DemoStream:
         list(sequence.labels),
         palette,
         fps,
+        name="synthetic",
+    )
+
+
+def _camvid_clip_stream(config: DemoConfig) -> DemoStream:
+    from vseg_core.data.camvid import CAMVID_DEMO_CLIP, camvid_sequences, read_camvid_frame
+
+    try:
+        (run,) = camvid_sequences(CAMVID_DEMO_CLIP, "val")
+        frames, labels = zip(*(read_camvid_frame(f) for f in run[: config.frames]), strict=True)
+    except ValueError as exc:  # DatasetLayoutError, or more than one run
+        raise DemoError(f"the CamVid clip that ships with vseg is incomplete, reinstall vseg: {exc}") from None
+    fps = _CAMVID_SOURCE_FPS / float(np.median(np.diff([f.frame for f in run]))) if len(run) > 1 else 15.0
+    h, w = frames[0].shape[:2]
+    last = run[len(frames) - 1]
+    return DemoStream(
+        f"CamVid clip shipped with vseg (val sequence {run[0].sequence}, source frames {run[0].frame:05d}-"
+        f"{last.frame:05d}; research and non-commercial use only), {len(frames)} frames of {w}x{h} at "
+        f"{fps:g} Hz, with ground truth",
+        _messages_for(list(frames), fps),
+        list(frames),
+        list(labels),
+        dataset_palette("camvid"),
+        fps,
+        name="camvid",
+        file_tag="camvid",
     )
 
 
@@ -230,6 +279,7 @@ def _video_stream(config: DemoConfig) -> DemoStream:
         None,
         None,
         fps,
+        name="video",
     )
 
 
@@ -303,19 +353,25 @@ def _bag_stream(config: DemoConfig) -> DemoStream:
         None,
         fps,
         compressed,
+        name="bag",
     )
 
 
-def load_stream(config: DemoConfig) -> DemoStream:
-    """The demo's frames from the synthetic video, a bag or a video file; DemoError for bad input."""
+def load_stream(config: DemoConfig, dataset: str = "synthetic") -> DemoStream:
+    """The demo's frames: the bag or video file the config names, else the demo's own stream for the
+    models of ``dataset`` (one of :data:`DEMO_DATASETS`); DemoError for bad input."""
     try:
         if config.bag is not None:
             return _bag_stream(config)
         if config.video is not None:
             return _video_stream(config)
-        return _synthetic_stream(config)
     except BagError as exc:
         raise DemoError(str(exc)) from None
+    if dataset == "camvid":
+        return _camvid_clip_stream(config)
+    if dataset == "synthetic":
+        return _synthetic_stream(config)
+    raise ValueError(f"the demo has streams for {', '.join(DEMO_DATASETS)}, not {dataset!r}")
 
 
 # -------------------------------------------------------------------------------------- models
@@ -358,6 +414,34 @@ def resolve_models(specs: tuple[str, ...], weights_dir: Path | None) -> list[Dem
         palette = record.palette or ClassPalette.generic(num_classes)
         models.append(DemoModel(name, path.resolve(), record, palette))
     return models
+
+
+def assign_streams(
+    models: list[DemoModel], *, named: bool, echo: Callable[[str], None] = print
+) -> dict[str, list[DemoModel]]:
+    """Which of the demo's own streams each model runs on: dataset (of :data:`DEMO_DATASETS`, in that
+    order, only those with models) -> its models, in the order given.
+
+    A model goes to the stream of the dataset its checkpoint records as trained on, else to the one
+    whose classes it has. One that fits neither is left out (and echoed) unless ``named`` (picked with
+    --models) or no model fits: then it runs on the synthetic video, where it gets no mIoU or FP.
+    """
+    palettes = {dataset: dataset_palette(dataset).names for dataset in DEMO_DATASETS}
+    homes: dict[str, str | None] = {}
+    for model in models:
+        trained_on = model.record.metadata.get("dataset")
+        fitting = [d for d in DEMO_DATASETS if palettes[d] == model.palette.names]
+        homes[model.name] = trained_on if trained_on in DEMO_DATASETS else (fitting[0] if fitting else None)
+    homeless = [m.name for m in models if homes[m.name] is None]
+    if homeless and (named or len(homeless) == len(models)):
+        homes.update(dict.fromkeys(homeless, DEMO_DATASETS[0]))
+    elif homeless:
+        echo(
+            f"left out {', '.join(homeless)}: trained on other classes than the demo's videos "
+            "(name them with --models to run them, or give --bag or --video)"
+        )
+    plan = {dataset: [m for m in models if homes[m.name] == dataset] for dataset in DEMO_DATASETS}
+    return {dataset: chosen for dataset, chosen in plan.items() if chosen}
 
 
 # -------------------------------------------------------------------------------------- output
@@ -604,6 +688,7 @@ def _score(model: DemoModel, stream: DemoStream, run: _ModelRun) -> dict:
     flick = flicker.result()
     return {
         "name": model.name,
+        "stream": stream.name,
         "model": model.record.model,
         "config": model.record.config,
         "checkpoint": str(model.path),
@@ -641,11 +726,13 @@ def _json_ready(value):
     return value
 
 
-def _write_outputs(
-    stream: DemoStream, models: list[DemoModel], runs: list[_ModelRun], rows: list[dict], config: DemoConfig
+def _write_stream_files(
+    stream: DemoStream, models: list[DemoModel], runs: list[_ModelRun], config: DemoConfig
 ) -> tuple[dict[str, Path], list[str]]:
-    """overlay.mp4 (or .avi), contact_sheet.png, labels.npz and results.json in config.out."""
+    """overlay.mp4 (or .avi), contact_sheet.png and labels.npz of one stream in config.out, their names
+    and keys tagged with the stream's file_tag ("_camvid") where it has one."""
     out = config.out
+    tag = f"_{stream.file_tag}" if stream.file_tag else ""
     notes: list[str] = []
     tracks = []
     for model, run in zip(models, runs, strict=True):
@@ -662,41 +749,65 @@ def _write_outputs(
     gt_colours = np.asarray(gt_palette.colors, dtype=np.uint8) if gt_palette is not None else None
     h, w = stream.size
     files: dict[str, Path] = {}
+    with OverlayVideoWriter(out / f"overlay{tag}.mp4", stream.fps, ((1 + len(models)) * h, 2 * w)) as video:
+        for i, frame in enumerate(stream.frames):
+            gt = stream.labels[i] if stream.labels is not None else None
+            video.write(video_frame(i, frame, gt, gt_colours, tracks, alpha=config.alpha))
+    files[f"video{tag}"] = video.path
+    if video.fallback_note:
+        notes.append(video.fallback_note)
+    sheet = contact_sheet(stream.frames, stream.labels, gt_colours, tracks)
+    files[f"contact_sheet{tag}"] = path = out / f"contact_sheet{tag}.png"
+    if not cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"OpenCV could not write {path}")
+    files[f"labels{tag}"] = out / f"labels{tag}.npz"
+    stamps = [sec * 1_000_000_000 + ns for sec, ns in (_stamp_key(m.header) for m in stream.messages)]
+    arrays = {"stamps_ns": np.array(stamps, dtype=np.int64)}
+    for model, run in zip(models, runs, strict=True):
+        dtype = np.uint8 if model.palette.num_classes <= 256 else np.uint16
+        stack = np.zeros((len(run.labels), h, w), dtype=dtype)
+        for i, labels in enumerate(run.labels):
+            if labels is not None:
+                stack[i] = labels
+        arrays[model.name] = stack
+        arrays[f"{model.name}.valid"] = np.array([x is not None for x in run.labels])
+    np.savez_compressed(files[f"labels{tag}"], **arrays)
+    return files, notes
+
+
+def _write_outputs(
+    plan: list[tuple[DemoStream, list[DemoModel], list[_ModelRun]]], rows: list[dict], config: DemoConfig
+) -> tuple[dict[str, Path], list[str]]:
+    """Each stream's files (see :func:`_write_stream_files`), then results.json for all of them."""
+    out = config.out
+    files: dict[str, Path] = {}
+    notes: list[str] = []
+    streams = []
     try:
-        with OverlayVideoWriter(out / "overlay.mp4", stream.fps, ((1 + len(models)) * h, 2 * w)) as video:
-            for i, frame in enumerate(stream.frames):
-                gt = stream.labels[i] if stream.labels is not None else None
-                video.write(video_frame(i, frame, gt, gt_colours, tracks, alpha=config.alpha))
-        files["video"] = video.path
-        if video.fallback_note:
-            notes.append(video.fallback_note)
-        sheet = contact_sheet(stream.frames, stream.labels, gt_colours, tracks)
-        files["contact_sheet"] = out / "contact_sheet.png"
-        if not cv2.imwrite(str(files["contact_sheet"]), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"OpenCV could not write {files['contact_sheet']}")
-        files["labels"] = out / "labels.npz"
-        stamps = [sec * 1_000_000_000 + ns for sec, ns in (_stamp_key(m.header) for m in stream.messages)]
-        arrays = {"stamps_ns": np.array(stamps, dtype=np.int64)}
-        for model, run in zip(models, runs, strict=True):
-            dtype = np.uint8 if model.palette.num_classes <= 256 else np.uint16
-            stack = np.zeros((len(run.labels), h, w), dtype=dtype)
-            for i, labels in enumerate(run.labels):
-                if labels is not None:
-                    stack[i] = labels
-            arrays[model.name] = stack
-            arrays[f"{model.name}.valid"] = np.array([x is not None for x in run.labels])
-        np.savez_compressed(files["labels"], **arrays)
+        for stream, models, runs in plan:
+            written, said = _write_stream_files(stream, models, runs, config)
+            files |= written
+            notes += said
+            h, w = stream.size
+            streams.append(
+                {
+                    "name": stream.name,
+                    "source": stream.description,
+                    "frames": len(stream.frames),
+                    "height": h,
+                    "width": w,
+                    "fps": stream.fps,
+                    "models": [m.name for m in models],
+                    "files": {k: p.name for k, p in written.items()},
+                }
+            )
         files["results"] = out / "results.json"
         report = {
-            "source": stream.description,
-            "frames": len(stream.frames),
-            "height": h,
-            "width": w,
-            "fps": stream.fps,
+            "streams": streams,
             "pacing": f"{config.rate_hz:g} Hz" if config.rate_hz > 0 else "each frame waits for its result",
             "device": config.device,
             "models": rows,
-            "files": {k: p.name for k, p in files.items() if k != "results"} | {"results": "results.json"},
+            "files": {k: p.name for k, p in files.items()},
             "notes": notes,
         }
         files["results"].write_text(json.dumps(_json_ready(report), indent=2) + "\n")
@@ -711,25 +822,22 @@ def _write_outputs(
 # -------------------------------------------------------------------------------------- the run
 def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoResult:
     """Check input, models and output folder (DemoError before any node starts), run every model
-    through its own segmentation_node, score, write the files and return the table."""
-    stream = load_stream(config)
-    models = resolve_models(config.models, config.weights_dir)
-    if not config.models and stream.gt_palette is not None:
-        # Of the shipped set, the checkpoints of the video's own label set are the ones it can score.
-        fitting = [m for m in models if m.palette.names == stream.gt_palette.names]
-        if fitting and len(fitting) < len(models):
-            left_out = ", ".join(m.name for m in models if m.palette.names != stream.gt_palette.names)
-            echo(f"left out {left_out}: other classes than the video's (name them with --models to run them)")
-            models = fitting
+    through its own segmentation_node on its stream, score, write the files and return the table."""
+    if config.bag is not None or config.video is not None:
+        stream = load_stream(config)
+        streams = [(stream, resolve_models(config.models, config.weights_dir))]
+    else:
+        models = resolve_models(config.models, config.weights_dir)
+        chosen = assign_streams(models, named=bool(config.models), echo=echo)
+        streams = [(load_stream(config, dataset), dataset_models) for dataset, dataset_models in chosen.items()]
     try:
         resolve_device(config.device)
     except ValueError as exc:
         raise DemoError(str(exc)) from None
-    prepare_output(config.out, _estimated_bytes(stream, len(models)))
+    prepare_output(config.out, sum(_estimated_bytes(stream, len(models)) for stream, models in streams))
     logs = config.out / "logs"
     logs.mkdir(exist_ok=True)
     pacing = f"at {config.rate_hz:g} Hz" if config.rate_hz > 0 else "one at a time, each waiting for its result"
-    echo(f"{stream.description}; frames go out {pacing}")
 
     # Large images must cross processes whole (see test/conftest.py); the node inherits the setting.
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
@@ -740,22 +848,34 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set()) if in_main_thread else None
     ctx = Context()
     rclpy.init(context=ctx, signal_handler_options=SignalHandlerOptions.NO)
-    runs: list[_ModelRun] = []
+    total = sum(len(models) for _, models in streams)
+    plan: list[tuple[DemoStream, list[DemoModel], list[_ModelRun]]] = []
     try:
-        for k, model in enumerate(models):
-            echo(f"[{k + 1}/{len(models)}] {model.name} ({model.record.model}): starting segmentation_node")
-            run = _run_model(model, stream, config, index=k, ctx=ctx, logs=logs, echo=echo, interrupted=interrupted)
-            got = sum(lab is not None and info is not None for lab, info in zip(run.labels, run.infos, strict=True))
-            echo(
-                f"  node up in {run.start_s:.1f} s; {got}/{len(stream.frames)} frames segmented in {run.stream_s:.1f} s"
-            )
-            runs.append(run)
+        k = 0
+        for stream, models in streams:
+            echo(f"{stream.description}; frames go out {pacing}")
+            runs: list[_ModelRun] = []
+            plan.append((stream, models, runs))
+            for model in models:
+                echo(f"[{k + 1}/{total}] {model.name} ({model.record.model}): starting segmentation_node")
+                run = _run_model(model, stream, config, index=k, ctx=ctx, logs=logs, echo=echo, interrupted=interrupted)
+                got = sum(lab is not None and info is not None for lab, info in zip(run.labels, run.infos, strict=True))
+                echo(
+                    f"  node up in {run.start_s:.1f} s; {got}/{len(stream.frames)} frames segmented in "
+                    f"{run.stream_s:.1f} s"
+                )
+                runs.append(run)
+                k += 1
     finally:
         ctx.try_shutdown()
         if in_main_thread:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-    rows = [_score(m, stream, r) for m, r in zip(models, runs, strict=True)]
-    files, notes = _write_outputs(stream, models, runs, rows, config)
-    if stream.labels is not None:
-        notes += [f"{r['name']}: no mIoU or FP: {r['metrics_note']}" for r in rows if r["metrics_note"]]
-    return DemoResult(rows, results_table(rows), files, notes)
+    rows: list[dict] = []
+    notes: list[str] = []
+    for stream, models, runs in plan:
+        scored = [_score(m, stream, r) for m, r in zip(models, runs, strict=True)]
+        rows += scored
+        if stream.labels is not None:
+            notes += [f"{r['name']}: no mIoU or FP: {r['metrics_note']}" for r in scored if r["metrics_note"]]
+    files, file_notes = _write_outputs(plan, rows, config)
+    return DemoResult(rows, results_table(rows), files, file_notes + notes)

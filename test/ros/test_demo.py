@@ -17,11 +17,20 @@ import pytest
 import torch
 
 from vseg_core import VideoSegmenter, create_model, load_checkpoint, save_checkpoint
-from vseg_core.data import SYNTHETIC
-from vseg_core.demo_media import SHEET_HEADER_HEIGHT, OverlayVideoWriter, colour_labels, sheet_frame_indices
+from vseg_core.checkpoint import CheckpointRecord, read_checkpoint_record
+from vseg_core.data import CITYSCAPES, SYNTHETIC
+from vseg_core.data.camvid import CAMVID_DEMO_CLIP
+from vseg_core.demo_media import (
+    SHEET_HEADER_HEIGHT,
+    SHEET_TILE_MAX_WIDTH,
+    OverlayVideoWriter,
+    colour_labels,
+    sheet_frame_indices,
+)
 from vseg_core.evaluate import evaluate, evaluation_sequences
+from vseg_core.pretrained import shipped_checkpoint, shipped_checkpoints
 from vseg_ros.cli import main
-from vseg_ros.demo import DemoError, prepare_output
+from vseg_ros.demo import DemoError, DemoModel, assign_streams, prepare_output
 
 H, W, FRAMES = 64, 128, 12
 MODELS = ("icnet", "lstm_icnet_v2")
@@ -76,9 +85,12 @@ def _core_labels(checkpoint: str, frames) -> list[np.ndarray]:
 def test_table_json_and_labels_equal_the_cores_evaluation(demo_run, checkpoints, sequence):
     result, out = demo_run
     report = json.loads((out / "results.json").read_text())
-    assert report["frames"] == FRAMES and (report["height"], report["width"]) == (H, W)
+    # Checkpoints with the synthetic classes run on the synthetic stream only: no CamVid clip, files untagged.
+    (stream,) = report["streams"]
+    assert (stream["name"], stream["frames"], stream["height"], stream["width"]) == ("synthetic", FRAMES, H, W)
+    assert stream["files"] == {"video": "overlay.mp4", "contact_sheet": "contact_sheet.png", "labels": "labels.npz"}
     rows = {r["model"]: r for r in report["models"]}
-    assert list(rows) == list(MODELS)
+    assert list(rows) == list(MODELS) and {r["stream"] for r in rows.values()} == {"synthetic"}
     labels = np.load(out / "labels.npz")
     for name, checkpoint in checkpoints.items():
         row = rows[name]
@@ -98,7 +110,8 @@ def test_table_json_and_labels_equal_the_cores_evaluation(demo_run, checkpoints,
         # The printed table shows the same numbers.
         line = next(li for li in result.stdout.splitlines() if li.startswith(row["name"] + " "))
         assert line.split() == [
-            row["name"], f"{row['miou']:.3f}", f"{row['fp']:.4f}", f"{row['fip']:.4f}", f"{row['ms_per_frame']:.1f}",
+            row["name"], "synthetic", f"{row['miou']:.3f}", f"{row['fp']:.4f}", f"{row['fip']:.4f}",
+            f"{row['ms_per_frame']:.1f}",
             "100%", *[str(FRAMES)] * 3, "0", "0",  # sent, received, processed, dropped, no result
         ]  # fmt: skip
     wrote = [li.removeprefix("wrote ") for li in result.stdout.splitlines() if li.startswith("wrote ")]
@@ -138,6 +151,113 @@ def test_video_and_contact_sheet_decode_with_the_layouts_sizes(demo_run, checkpo
         expected = _core_labels(checkpoint, sequence.frames)
         for c, i in enumerate(columns):
             np.testing.assert_array_equal(tile(2 + r, c), colour_labels(expected[i], colours))
+
+
+def _decoded_frame_shapes(path) -> list[tuple[int, ...]]:
+    capture = cv2.VideoCapture(str(path))
+    shapes = []
+    while (frame := capture.read()[1]) is not None:
+        shapes.append(frame.shape)
+    capture.release()
+    return shapes
+
+
+def test_each_model_runs_on_the_stream_of_the_data_it_was_trained_on():
+    # Records only (no weights loaded): what the demo decides from.
+    models = [
+        DemoModel(name, path, record, record.palette)
+        for name, path in shipped_checkpoints().items()
+        for record in [read_checkpoint_record(path)]
+    ]
+    said: list[str] = []
+    plan = assign_streams(models, named=False, echo=said.append)
+    assert list(plan) == ["synthetic", "camvid"] and said == []
+    assert {d: sorted(m.name for m in chosen) for d, chosen in plan.items()} == {
+        d: sorted(m.name for m in models if m.name.startswith(f"{d}_")) for d in plan
+    }
+    # No demo dataset recorded ("test"): the classes pick the stream.
+    tiny = DemoModel("tiny", models[0].path, CheckpointRecord("icnet", {}, SYNTHETIC, {"dataset": "test"}), SYNTHETIC)
+    assert assign_streams([tiny], named=False) == {"synthetic": [tiny]}
+    # Other data: left out of the default set with a word, run on the synthetic video (unscored) when named.
+    city = DemoModel("city", models[0].path, CheckpointRecord("icnet", {}, CITYSCAPES, {"dataset": "x"}), CITYSCAPES)
+    plan = assign_streams([city, *models], named=False, echo=said.append)
+    assert sum(map(len, plan.values())) == len(models) and len(said) == 1 and said[0].startswith("left out city: ")
+    assert assign_streams([city, *models], named=True)["synthetic"][0] is city
+    assert assign_streams([city], named=False) == {"synthetic": [city]}, "nothing else to run: it runs"
+
+
+CAMVID_FRAMES = 6
+CLIP_NAMES = [f"0016E5_{7959 + 2 * i:05d}" for i in range(CAMVID_FRAMES)]
+
+
+@pytest.fixture(scope="module")
+def two_stream_run(tmp_path_factory):
+    """A shipped CamVid and a shipped synthetic checkpoint, named in that order: each runs on its stream."""
+    out = tmp_path_factory.mktemp("demo_two_streams") / "demo_output"
+    result = subprocess.run(
+        [sys.executable, "-m", "vseg_ros.cli", "demo", "--models", "camvid_icnet", "synthetic_icnet",
+         "--frames", str(CAMVID_FRAMES), "--height", str(H), "--width", str(W), "--out", str(out),
+         "--device", "cpu", "--timeout", "120"],
+        capture_output=True, text=True, timeout=400, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result, out
+
+
+@pytest.mark.slow
+def test_a_camvid_checkpoint_runs_on_the_shipped_camvid_clip_and_scores_against_its_labels(two_stream_run):
+    result, out = two_stream_run
+    report = json.loads((out / "results.json").read_text())
+    assert [(s["name"], s["frames"], s["height"], s["width"], s["models"]) for s in report["streams"]] == [
+        ("synthetic", CAMVID_FRAMES, H, W, ["synthetic_icnet"]),
+        ("camvid", CAMVID_FRAMES, 360, 480, ["camvid_icnet"]),
+    ]
+    assert report["streams"][1]["fps"] == 15.0
+    camvid_files = {"video_camvid": "overlay_camvid.mp4", "contact_sheet_camvid": "contact_sheet_camvid.png"}
+    assert report["streams"][1]["files"] == camvid_files | {"labels_camvid": "labels_camvid.npz"}
+    synthetic, row = report["models"]
+    assert (synthetic["name"], synthetic["stream"]) == ("synthetic_icnet", "synthetic")
+    assert (row["name"], row["stream"], row["trained_on"]) == ("camvid_icnet", "camvid", "camvid")
+    assert row["frames_sent"] == row["frames_processed"] == CAMVID_FRAMES and row["frames_without_result"] == 0
+
+    labels = np.load(out / "labels_camvid.npz")
+    got = labels["camvid_icnet"]
+    assert got.shape == (CAMVID_FRAMES, 360, 480) and labels["camvid_icnet.valid"].all()
+    # The mIoU from the node's labels and the clip's label PNGs, with numpy alone (void = 11 is ignored).
+    truth = np.stack(
+        [cv2.imread(str(CAMVID_DEMO_CLIP / "valannot" / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in CLIP_NAMES]
+    )
+    keep = truth != 11
+    confusion = np.bincount(truth[keep].astype(np.int64) * 11 + got[keep], minlength=11 * 11).reshape(11, 11)
+    tp, union = np.diag(confusion), confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
+    miou = float(np.mean(tp[union > 0] / union[union > 0]))
+    assert row["miou"] == pytest.approx(miou, rel=1e-12)
+    assert miou > 0.3, "a trained CamVid model on CamVid frames, not noise"
+    # The node's labels are the core's on the clip's JPEG frames with the same checkpoint.
+    frames = [
+        cv2.cvtColor(cv2.imread(str(CAMVID_DEMO_CLIP / "val" / f"{n}.jpg")), cv2.COLOR_BGR2RGB) for n in CLIP_NAMES
+    ]
+    for i, expected in enumerate(_core_labels(str(shipped_checkpoint("camvid_icnet")), frames)):
+        np.testing.assert_array_equal(got[i], expected, err_msg=f"frame {i}")
+
+    # One table for both streams, then each stream's files, the synthetic one's untagged.
+    lines = result.stdout.splitlines()
+    assert next(li for li in lines if li.startswith("camvid_icnet ")).split()[:3] == [
+        "camvid_icnet",
+        "camvid",
+        f"{row['miou']:.3f}",
+    ]
+    assert next(li for li in lines if li.startswith("synthetic_icnet ")).split()[1] == "synthetic"
+    wrote = [li.removeprefix("wrote ") for li in lines if li.startswith("wrote ")]
+    assert wrote == [str(out / n) for n in (
+        "overlay.mp4", "contact_sheet.png", "labels.npz", *camvid_files.values(), "labels_camvid.npz", "results.json"
+    )]  # fmt: skip
+    # The clip's pictures: input | ground truth over the model's row; the sheet's tiles at most 320 wide.
+    assert _decoded_frame_shapes(out / "overlay_camvid.mp4") == [(2 * 360, 2 * 480, 3)] * CAMVID_FRAMES
+    sheet = cv2.imread(str(out / "contact_sheet_camvid.png"))
+    tile_h = 360 * SHEET_TILE_MAX_WIDTH // 480
+    assert sheet.shape[0] == SHEET_HEADER_HEIGHT + 3 * tile_h
+    assert 0 < sheet.shape[1] - len(sheet_frame_indices(CAMVID_FRAMES)) * SHEET_TILE_MAX_WIDTH < 300
 
 
 def _one_line_error(capsys, *args: str) -> str:

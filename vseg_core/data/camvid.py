@@ -2,8 +2,8 @@
 
 Layout under ``root`` (the SegNet tutorial's CamVid/ folder)::
 
-    train/SEQ_FRAME.png       RGB frames (480x360)
-    trainannot/SEQ_FRAME.png  8-bit class ids 0..10, 11 = void (ignored)
+    train/SEQ_FRAME.png       RGB frames (480x360); SEQ_FRAME.jpg is read too
+    trainannot/SEQ_FRAME.png  8-bit class ids 0..10, 11 = void (ignored); always PNG (lossless)
     val/, valannot/, test/, testannot/   the same for the other splits
 
 ``FRAME`` counts frames of the 30 fps source video, sometimes written with an ``f`` prefix
@@ -12,6 +12,10 @@ Layout under ``root`` (the SegNet tutorial's CamVid/ folder)::
 and split into runs wherever the step exceeds 1.5 times the sequence's usual (median) step (train
 0016E5 has gaps of 270 and 1950 frames); a clip never crosses such a gap. Every frame is labelled, so a clip of T
 frames ends at a labelled frame by construction.
+
+:data:`CAMVID_DEMO_CLIP` is a miniature root in this layout that ships inside the package: the first
+60 frames of the val clip (JPEG frames, the source's label PNGs), for ``vseg demo``. Its README and
+LICENSE say where it comes from; like all of CamVid it is for research and non-commercial use only.
 """
 
 from __future__ import annotations
@@ -28,14 +32,15 @@ from vseg_core.data.clips import ClipAugmentation, KeyframeOffset, augmented_cli
 from vseg_core.data.layout import DatasetLayoutError, require_dir
 from vseg_core.palette import CAMVID
 
-__all__ = ["CAMVID_LAYOUT", "CamVidClips", "CamVidFrame", "camvid_sequences"]
+__all__ = ["CAMVID_DEMO_CLIP", "CAMVID_LAYOUT", "CamVidClips", "CamVidFrame", "camvid_sequences"]
 
 CAMVID_LAYOUT = (
-    "ROOT/{split}/SEQ_FRAME.png (RGB) and ROOT/{split}annot/SEQ_FRAME.png (8-bit class ids 0..10, 11 void), "
-    "the SegNet CamVid layout"
+    "ROOT/{split}/SEQ_FRAME.png (RGB, or .jpg) and ROOT/{split}annot/SEQ_FRAME.png (8-bit class ids 0..10, "
+    "11 void), the SegNet CamVid layout"
 )
+CAMVID_DEMO_CLIP = Path(__file__).with_name("demo_clips") / "camvid_0016E5"
 IGNORE_INDEX = CAMVID.ignore_index
-_NAME = re.compile(r"^(?P<sequence>[0-9A-Za-z]+)_f?(?P<frame>\d+)\.png$")
+_NAME = re.compile(r"^(?P<sequence>[0-9A-Za-z]+)_f?(?P<frame>\d+)\.(?:png|jpg)$")
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def camvid_sequences(root: str | Path, split: str = "train") -> list[list[CamVid
         match = _NAME.match(path.name)
         if match is None:
             continue  # README files and the like live beside the frames
-        label = labels / path.name
+        label = labels / f"{path.stem}.png"  # labels stay lossless beside JPEG frames
         if not label.is_file():
             raise DatasetLayoutError(f"missing file {label} (the label of {path}); expected layout: {layout}")
         frame = CamVidFrame(match["sequence"], int(match["frame"]), path, label)
