@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 __all__ = ["CliError", "build_parser", "main", "parse_config", "run"]
@@ -109,6 +110,8 @@ def _bench(args: argparse.Namespace) -> int:
         config = BenchConfig(
             height=args.height, width=args.width, device=args.device, precision=args.precision,
             frames=args.frames, warmup=args.warmup, keyframe_interval=args.interval,
+            backends=tuple(dict.fromkeys(args.backend or ["torch"])),
+            providers=tuple(args.providers.split(",")) if args.providers else None,
         )  # fmt: skip
         models = []
         for spec in args.names:
@@ -129,6 +132,7 @@ def _bench(args: argparse.Namespace) -> int:
     )
     print(
         f"{'model':<30} {'total':>8} {'p25-p75':>15} {'key':>8} {'non-key':>8} {'outside':>8} {'share':>6} {'ratio':>6}"
+        f" {'same labels':>11}"
     )
     for r in results:
         key = f"{r.keyframe_ms:.1f}" if r.keyframe_ms is not None else "-"
@@ -137,6 +141,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(
             f"{r.name:<30} {r.total_ms:8.1f} {spread:>15} {key:>8} {nonkey:>8} {r.outside_model_ms:8.1f} "
             f"{r.outside_share:6.1%} {r.ratio_to_first:6.2f}"
+            f" {'-' if r.label_agreement is None else format(r.label_agreement, '.4%'):>11}"
         )
     return 0
 
@@ -156,7 +161,7 @@ def _eval_policies(specs: list[str], interval: int) -> list[tuple[str, object]]:
     return policies
 
 
-def _eval_model(spec: str, args: argparse.Namespace, num_classes: int | None):
+def _eval_model(spec: str, args: argparse.Namespace, num_classes: int | None, command: str = "eval"):
     """A checkpoint path, a shipped checkpoint's name, or NAME[,KEY=VALUE...] with random weights."""
     from vseg_core.checkpoint import load_checkpoint
     from vseg_core.models.registry import create_model
@@ -171,12 +176,34 @@ def _eval_model(spec: str, args: argparse.Namespace, num_classes: int | None):
     if num_classes is not None:
         config["num_classes"] = num_classes
     model = create_model(name, **config)
-    print(f"vseg eval: WARNING: {spec} has RANDOM weights; its accuracy means nothing", file=sys.stderr)
+    print(f"vseg {command}: WARNING: {spec} has RANDOM weights; its accuracy means nothing", file=sys.stderr)
     return model, spec
 
 
+def _backend_model(spec: str, backend: str, args: argparse.Namespace, *, palette, sequences, exports: Path):
+    """The model of ``spec`` for ``backend``: a torch model, or an OnnxSegmenter of an export folder
+    (given, or exported here at the size of the first frame)."""
+    from vseg_core.export import SIDECAR, ExportConfig, export_model
+    from vseg_core.runtime_onnx import OnnxSegmenter
+
+    providers = args.providers.split(",") if args.providers else None
+    given = Path(spec)
+    if given.is_dir() or given.name == SIDECAR or given.suffix == ".onnx":
+        if backend != "onnxruntime":
+            raise CliError(f"{spec} is an ONNX export: evaluate it with --backend onnxruntime")
+        model = OnnxSegmenter(spec, providers=providers)
+        return model, f"{model.model_name} ({given.name})"
+    model, label = _eval_model(spec, args, palette.num_classes if palette else None)
+    if backend == "torch":
+        return model.eval(), label
+    first = next(iter(sequences[0].frames))
+    out = exports / f"{len(list(exports.iterdir()))}"
+    export_model(model.eval(), out, ExportConfig(height=first.shape[0], width=first.shape[1]))
+    return OnnxSegmenter(out, providers=providers), label
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    import tempfile
 
     from vseg_core.checkpoint import CheckpointError
     from vseg_core.data.layout import DatasetLayoutError
@@ -189,17 +216,25 @@ def _eval(args: argparse.Namespace) -> int:
             height=args.height, width=args.width,
         )  # fmt: skip
         reports = []
-        for spec in args.models:
-            model, label = _eval_model(spec, args, palette.num_classes if palette else None)
-            # Keyframe models run once per policy (the comparison the report is for); others once.
-            for policy_label, make_policy in policies if model.uses_keyframes else policies[:1]:
-                report = evaluate(
-                    model.eval(), sequences, palette, device=args.device, keyframe_policy=make_policy(),
-                    progress=not args.json,
-                )  # fmt: skip
-                report["model"] = f"{label} [{policy_label}]" if model.uses_keyframes else label
-                report["keyframe_policy"] = policy_label if model.uses_keyframes else None
-                reports.append(report)
+        backends = list(dict.fromkeys(args.backend or ["torch"]))
+        with tempfile.TemporaryDirectory(prefix="vseg-eval-export-") as exports:
+            for spec in args.models:
+                for backend in backends:
+                    model, label = _backend_model(
+                        spec, backend, args, palette=palette, sequences=sequences, exports=Path(exports)
+                    )
+                    if len(backends) > 1 or backend != "torch":
+                        label = f"{label} [{backend}]"
+                    # Keyframe models run once per policy (the comparison the report is for); others once.
+                    for policy_label, make_policy in policies if model.uses_keyframes else policies[:1]:
+                        report = evaluate(
+                            model, sequences, palette, device=args.device, keyframe_policy=make_policy(),
+                            progress=not args.json,
+                        )  # fmt: skip
+                        report["model"] = f"{label} [{policy_label}]" if model.uses_keyframes else label
+                        report["keyframe_policy"] = policy_label if model.uses_keyframes else None
+                        report["backend"] = backend
+                        reports.append(report)
     except (ValueError, FloatingPointError, CheckpointError, DatasetLayoutError) as exc:
         raise CliError(str(exc)) from None
     out = {"dataset": args.dataset, "split": args.split, "reports": reports}
@@ -225,6 +260,31 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"  {r['model']} IoU: " + ", ".join(f"{k} {v:.3f}" for k, v in r["iou"].items() if v is not None))
     for path in written:
         print(f"wrote {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from vseg_core.checkpoint import CheckpointError
+    from vseg_core.export import ExportConfig, export_model
+
+    if args.dynamic and (args.height or args.width):
+        raise CliError("give either --height H --width W (fixed shapes, best for TensorRT) or --dynamic, not both")
+    if not args.dynamic and not (args.height and args.width):
+        raise CliError("give the camera's frame size (--height H --width W) or --dynamic for any size")
+    try:
+        config = ExportConfig(height=args.height, width=args.width, dynamic=args.dynamic, opset=args.opset)
+        model, label = _eval_model(args.model, args, None, command="export")
+        sidecar = export_model(model.eval(), args.out, config)
+    except (ValueError, CheckpointError) as exc:
+        raise CliError(str(exc)) from None
+    spec = json.loads(sidecar.read_text())
+    for note in spec["notes"]:
+        print(f"note: {note}")
+    for graph in spec["graphs"].values():
+        inputs = ", ".join(i["name"] for i in graph["inputs"])
+        outputs = ", ".join(o["name"] for o in graph["outputs"])
+        print(f"wrote {sidecar.with_name(graph['file'])}: ({inputs}) -> ({outputs}); runs {graph['runs']}")
+    print(f"wrote {sidecar} ({label})")
     return 0
 
 
@@ -301,6 +361,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _add_backend_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--backend", action="append", choices=("torch", "onnxruntime"), help=what)
+    p.add_argument(
+        "--providers", metavar="P[,P...]", help="onnxruntime execution providers, e.g. tensorrt,cuda,cpu (default cpu)"
+    )
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = _Parser(prog="vseg", description="Semantic segmentation of video that uses time.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -325,8 +392,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         "models",
         nargs="+",
         metavar="MODEL",
-        help="checkpoint (.safetensors), a shipped checkpoint's name (e.g. camvid_icnet) "
-        "or NAME[,KEY=VALUE...] with random weights",
+        help="checkpoint (.safetensors), a shipped checkpoint's name (e.g. camvid_icnet), "
+        "NAME[,KEY=VALUE...] with random weights, or an export folder (--backend onnxruntime)",
     )
     p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid", "cityscapes", "images", "video"))
     p.add_argument("--root", help="dataset folder (camvid, cityscapes, images) or video file (video)")
@@ -344,6 +411,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--device", default="auto")
     p.add_argument("--config", action="append", default=[], metavar="[MODEL:]KEY=VALUE", help="model setting")
     p.add_argument("--out", help="folder for eval.json and the PNG plots")
+    _add_backend_options(p, "run each model with each backend given (default torch); onnxruntime exports "
+                         "a model at the first frame's size first")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(handler=_eval)
 
@@ -359,8 +428,25 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--warmup", type=int, default=3, help="untimed frames first")
     p.add_argument("--interval", type=_positive_int, default=5, help="keyframe interval of keyframe models")
     p.add_argument("--config", action="append", default=[], metavar="[MODEL:]KEY=VALUE", help="model setting")
+    _add_backend_options(p, "time each model with each backend given, interleaved (default torch); "
+                         "labels are compared with the first backend's")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(handler=_bench)
+
+    p = commands.add_parser(
+        "export", help="ONNX graphs with explicit temporal state + export.json (the backend's contract)"
+    )
+    p.add_argument(
+        "model", metavar="MODEL|CHECKPOINT",
+        help="checkpoint (.safetensors), a shipped checkpoint's name or NAME[,KEY=VALUE...] with random weights",
+    )  # fmt: skip
+    p.add_argument("-o", "--out", required=True, help="output folder (graphs and export.json)")
+    p.add_argument("--height", type=_positive_int, help="frame height the graphs take (fixed shapes)")
+    p.add_argument("--width", type=_positive_int, help="frame width the graphs take (fixed shapes)")
+    p.add_argument("--dynamic", action="store_true", help="graphs for any frame size instead of one")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18, the minimum)")
+    p.add_argument("--config", action="append", default=[], metavar="[MODEL:]KEY=VALUE", help="model setting")
+    p.set_defaults(handler=_export)
 
     p = commands.add_parser("train", help="train a model on clips of a dataset (BPTT, AMP, torchrun for several GPUs)")
     p.add_argument("model", nargs="?", metavar="MODEL[,KEY=VALUE...]", help="registered model and its settings")

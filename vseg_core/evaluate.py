@@ -22,6 +22,7 @@ from vseg_core.metrics import ConfusionMatrix, FlickerMeter, KeyframeOffsetMeter
 from vseg_core.models.streaming import StreamingSegmenter
 from vseg_core.palette import ClassPalette
 from vseg_core.resets import RESET_REQUESTED
+from vseg_core.runtime_onnx import OnnxSegmenter
 from vseg_core.stream import VideoSegmenter
 
 __all__ = ["EvalReport", "EvalSequence", "evaluate", "evaluation_sequences", "write_plots"]
@@ -109,8 +110,10 @@ def evaluation_sequences(
     )
 
 
-def _model_palette(model: StreamingSegmenter) -> ClassPalette:
-    """The classes a checkpoint was saved with, else generic names for the model's class count."""
+def _model_palette(model: StreamingSegmenter | OnnxSegmenter) -> ClassPalette:
+    """The classes a checkpoint (or export) was saved with, else generic names for the model's class count."""
+    if isinstance(model, OnnxSegmenter) and model.palette is not None:
+        return model.palette
     record = getattr(model, "checkpoint_record", None)
     if record is not None and record.palette is not None:
         return record.palette
@@ -144,7 +147,7 @@ class EvalReport:
 
 
 def evaluate(
-    model: StreamingSegmenter,
+    model: StreamingSegmenter | OnnxSegmenter,
     sequences: list[EvalSequence],
     palette: ClassPalette | None,
     *,
@@ -155,6 +158,8 @@ def evaluate(
 ) -> dict:
     """Score ``model`` on ``sequences``; returns the report as a JSON-ready dict.
 
+    ``model``: a torch model, or an :class:`OnnxSegmenter` (an export run by ONNX Runtime).
+
     ``palette`` None (unlabelled sequences only): the model's own classes name the report's IoU keys.
     """
     if palette is None:
@@ -164,7 +169,10 @@ def evaluate(
     if model.num_classes != palette.num_classes:
         raise ValueError(f"the model predicts {model.num_classes} classes, the dataset has {palette.num_classes}")
     ignore = palette.ignore_index if palette.ignore_index >= 0 else None
-    segmenter = VideoSegmenter(model, device=device, keyframe_policy=keyframe_policy, input_size=input_size)
+    backend = "onnxruntime" if isinstance(model, OnnxSegmenter) else "torch"
+    segmenter = VideoSegmenter(
+        model, backend=backend, device=device, keyframe_policy=keyframe_policy, input_size=input_size
+    )
     confusion = ConfusionMatrix(palette.num_classes, ignore)
     flicker = FlickerMeter()
     offsets = KeyframeOffsetMeter(palette.num_classes, ignore)

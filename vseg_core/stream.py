@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numbers
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,7 @@ from vseg_core.resets import (
     RESET_STAMP_BACKWARDS,
     RESET_STAMP_GAP,
 )
+from vseg_core.runtime_onnx import BACKENDS, OnnxSegmenter
 from vseg_core.timing import CpuStageTimer, CudaStageTimer, NullTimer
 
 __all__ = ["RESET_REASONS", "FrameInfo", "SegmentationResult", "VideoSegmenter", "resolve_device"]
@@ -116,9 +119,16 @@ def _argmax_classes(logits: Tensor) -> tuple[Tensor, Tensor]:
 class VideoSegmenter:
     """Segment a video stream frame by frame with a registered model.
 
-    model: any :class:`StreamingSegmenter` (stateless, ConvLSTM or keyframe models). It is moved to
-        ``device`` and put in eval mode.
-    device: "auto", "cpu", "cuda" or "cuda:N".
+    model: with ``backend="torch"`` any :class:`StreamingSegmenter` (stateless, ConvLSTM or keyframe
+        models); it is moved to ``device`` and put in eval mode. With ``backend="onnxruntime"`` an
+        export (its folder or ``export.json``, written by ``vseg export``) or an
+        :class:`~vseg_core.runtime_onnx.OnnxSegmenter`.
+    backend: "torch" or "onnxruntime". The reset rules, keyframe policy, timings and postprocessing
+        are this class's whichever runs; the backend only runs one step with explicit state.
+    providers: onnxruntime only: execution providers in order of preference ("tensorrt", "cuda",
+        "cpu"); None: the CPU. Providers the installed onnxruntime lacks are refused.
+    device: "auto", "cpu", "cuda" or "cuda:N" (onnxruntime: where postprocessing runs, the CPU;
+        the providers choose where the graphs run).
     precision: "fp32"; "fp16" (CUDA only) or "bf16" (CPU, and GPUs that support it) run the model
         under autocast. Autocast rather than casting the model: weights stay fp32, so one model
         object serves every precision, numerically touchy ops (softmax, norms, the interpolation of
@@ -135,8 +145,10 @@ class VideoSegmenter:
 
     def __init__(
         self,
-        model: StreamingSegmenter,
+        model: StreamingSegmenter | OnnxSegmenter | str | Path,
         *,
+        backend: str = "torch",
+        providers: Sequence[str] | None = None,
         device: str | torch.device = "auto",
         precision: str = "fp32",
         keyframe_policy: KeyframePolicy | None = None,
@@ -144,11 +156,18 @@ class VideoSegmenter:
         timing: bool = True,
         confidence: bool = False,
     ) -> None:
-        if not isinstance(model, StreamingSegmenter):
-            raise ValueError(f"model must be a vseg_core StreamingSegmenter, got {type(model).__name__}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.device = resolve_device(device)
+        if backend == "onnxruntime":
+            model = self._onnx_model(model, providers, device, precision)
+        elif providers is not None:
+            raise ValueError("providers are onnxruntime's; backend 'torch' takes device= instead")
+        elif not isinstance(model, StreamingSegmenter):
+            raise ValueError(f"model must be a vseg_core StreamingSegmenter, got {type(model).__name__}")
+        self.backend = backend
+        self.device = resolve_device("cpu" if backend == "onnxruntime" else device)
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
         if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -161,7 +180,14 @@ class VideoSegmenter:
             ):
                 raise ValueError(f"input_size must be (height, width) in positive pixels, got {input_size!r}")
             input_size = (int(input_size[0]), int(input_size[1]))
-        self.model = model.to(self.device).eval()
+        if isinstance(model, OnnxSegmenter) and model.input_size is not None:
+            if input_size not in (None, model.input_size):
+                raise ValueError(
+                    f"the export takes {model.input_size[0]}x{model.input_size[1]} frames, not input_size "
+                    f"{input_size}: export at that size or with --dynamic"
+                )
+            input_size = model.input_size  # frames of another size are resized to the graph's
+        self.model = model.to(self.device).eval() if backend == "torch" else model
         self.precision = precision
         self.keyframe_policy: KeyframePolicy = keyframe_policy or FixedInterval(5)
         self.input_size = input_size
@@ -178,6 +204,26 @@ class VideoSegmenter:
         # runs asynchronously; the event says when the device has read it and it may be overwritten.
         self._staging: Tensor | None = None
         self._staging_free: torch.cuda.Event | None = None
+
+    @staticmethod
+    def _onnx_model(model: object, providers: Sequence[str] | None, device: object, precision: str) -> OnnxSegmenter:
+        if str(device) not in ("auto", "cpu"):
+            raise ValueError(
+                f"backend 'onnxruntime' postprocesses on the CPU; choose the GPU with providers=['cuda'], not "
+                f"device {str(device)!r}"
+            )
+        if precision != "fp32":
+            raise ValueError("backend 'onnxruntime' runs the precision of the export (fp32 graphs); use fp32")
+        if isinstance(model, OnnxSegmenter):
+            if providers is not None:
+                raise ValueError("this OnnxSegmenter already has its providers; pass a path to choose them here")
+            return model
+        if isinstance(model, (str, Path)):
+            return OnnxSegmenter(model, providers=providers)
+        raise ValueError(
+            f"backend 'onnxruntime' runs an export (vseg export, or vseg_core.export.export_model), not a "
+            f"{type(model).__name__}: pass the export's folder"
+        )
 
     # ------------------------------------------------------------------------------ control
     def reset(self, reason: str = RESET_REQUESTED) -> None:
@@ -264,6 +310,17 @@ class VideoSegmenter:
         confidence = host[label_bytes:-1].reshape(h, w) if self.confidence else None
         return labels, confidence, bool(host[-1])
 
+    def _host_frame(self, frame: np.ndarray) -> np.ndarray:
+        """onnxruntime: (H, W[, 3]) uint8 -> (h, w, 3) uint8 at the graph's size; the graph preprocesses.
+
+        A frame of the graph's size goes as it is (bytes); another size is resized as the torch path
+        does (antialiased bilinear on floats) and rounded back to bytes."""
+        size = (frame.shape[0], frame.shape[1])
+        if self.input_size is None or size == self.input_size:
+            return np.repeat(frame[..., None], 3, axis=2) if frame.ndim == 2 else frame
+        x = self._upload(frame)[0].permute(1, 2, 0)
+        return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
     @torch.inference_mode()
     def step(self, frame: np.ndarray, stamp: Any = None, reset_reason: str | None = None) -> SegmentationResult:
         """Segment the next frame of the stream.
@@ -291,7 +348,7 @@ class VideoSegmenter:
         else:
             timer = CpuStageTimer()
         with timer.stage("preprocess"):
-            x = self._upload(frame)
+            x = self._upload(frame) if self.backend == "torch" else self._host_frame(frame)
         if self._fresh:
             state, is_key = self.model.init_state(x), True  # nothing to warp or remember yet
         else:
