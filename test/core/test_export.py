@@ -282,7 +282,7 @@ def test_every_shipped_checkpoint_exports_and_equals_pytorch(name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["icnet", "lstm_icnet_v4"])
+@pytest.mark.parametrize("name", ["icnet"])
 def test_dynamic_export_equals_pytorch_at_other_sizes(name, tmp_path):
     """ICNet's adaptive pooling of unknown size (the legacy exporter's failure) and ConvLSTM zero
     states sized from the frame."""
@@ -293,3 +293,14 @@ def test_dynamic_export_equals_pytorch_at_other_sizes(name, tmp_path):
     assert onnx.input_size is None
     for height, width in ((64, 96), (72, 100)):
         _assert_same_stream(model, onnx, _frames(3, height, width))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lstm_icnet_v2", "lstm_icnet_v4"])
+def test_dynamic_export_of_convlstm_models_is_refused_in_one_line(name, tmp_path):
+    """Known limit: torch.export cannot tie the ConvLSTM state inputs' sizes to the frame's symbolic
+    size (the states sit after ICNet's rounding interpolations); fixed-size exports of them work."""
+    model = create_model(name, num_classes=5, width=0.25).eval()
+    with pytest.raises(ExportError, match=rf"cannot export {name} 'step' to ONNX \(opset 18\)") as info:
+        export_model(model, tmp_path, ExportConfig(dynamic=True))
+    assert "\n" not in str(info.value)
