@@ -7,7 +7,9 @@ by the node processes the tests start, because every process of a run must share
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,6 +35,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, tier))
         if item.get_closest_marker("gpu") and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device; torch sees none"))
+
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the run with pytest's status, skipping the interpreter's finalisation.
+
+    A failed test's traceback stays alive until exit (pytest keeps it in ``sys.last_traceback``), and
+    with it every rclpy node, executor and context in its frames. Left to interpreter finalisation,
+    those are destroyed in no particular order after DDS's own threads began to stop, and Fast DDS
+    can then block forever in a participant's destructor (a run that had printed its last test
+    result never ended). So: drop the traceback and collect while everything is still alive, then
+    leave with pytest's exit status once the report is written.
+    """
+    if not _exit_status:  # pytest ended before a session (usage error, --help): nothing to guard
+        return
+    sys.last_type = sys.last_value = sys.last_traceback = None
+    if hasattr(sys, "last_exc"):
+        sys.last_exc = None
+    gc.collect()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status[-1])
 
 
 @pytest.fixture(autouse=True)

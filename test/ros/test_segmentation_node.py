@@ -242,8 +242,10 @@ def test_drops_are_counted_and_bad_frames_do_not_stop_the_node(start_node, check
 
     # Best effort may lose a sample, and a newer frame may replace it before the worker takes it:
     # send the bad frame alone until the node's diagnostics report it rejected.
+    sent_bad = 0
     for _ in range(5):
         node.send("", bad, wait=False)
+        sent_bad += 1
         if node.spin_until(node.node, lambda: rejected() >= 1, timeout=3.0):
             break
     assert rejected() >= 1, "the node never reported the bad frame as rejected\n" + node.output()
@@ -259,7 +261,7 @@ def test_drops_are_counted_and_bad_frames_do_not_stop_the_node(start_node, check
     assert last.frames_dropped > 0
     # Sensor-data QoS may also lose samples inside DDS (history depth 5), which no node can count;
     # every image that reached the node is accounted for.
-    assert 2 <= last.frames_received <= 27
+    assert 2 <= last.frames_received <= sent_bad + len(big) + 1
     assert last.frames_processed + last.frames_dropped + last.frames_rejected == last.frames_received
 
 
