@@ -53,6 +53,8 @@ setup(
             "ros-std-srvs",
             "ros-sensor-msgs",
             "ros-diagnostic-msgs",
+            "ros-rcl-interfaces",
+            "ros-rosgraph-msgs",  # /clock of `vseg bag play --clock`
         ],
     },
     entry_points={"console_scripts": ["vseg = vseg_ros.cli:main"]},

@@ -1,17 +1,34 @@
 """Run segmentation_node against a live camera.
 
     ros2 launch vseg segmentation.launch.py image:=/camera/image_raw model:=accel18 weights:=/path/model.safetensors
+    ros2 launch vseg segmentation.launch.py namespace:=car1 cameras:=front,rear rviz:=true
 
-Arguments override the values of `params_file` (default: the installed config/segmentation.yaml).
-Written for the launch API of Humble and Jazzy; no substitution here evaluates Python or runs a shell.
+Arguments override the values of `params_file` (default: the installed config/segmentation.yaml);
+`cameras` (comma-separated namespaces) overrides the file's `cameras` when given. Every argument is
+checked before anything starts, so a bad namespace or camera list, or `rviz:=true` where RViz is not
+installed, ends the launch with one line and no process left behind. RViz gets config/vseg.rviz
+rewritten for the node's actual topics. Written for the launch API of Humble and Jazzy; nothing here
+evaluates Python expressions or runs a shell.
 """
 
+from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from vseg_ros.launch_arguments import (
+    LaunchArgumentError,
+    check_namespace,
+    parse_cameras,
+    rviz_installed,
+    segmentation_topics,
+)
+from vseg_ros.rviz_config import write_rviz_config
+
+NODE_NAME = "segmentation"
 ARGUMENTS = (
     ("image", "/camera/image_raw", "input image topic (sensor_msgs/Image), remapped onto the node's `image`"),
     ("model", "lstm_icnet_v2", "registered model name (`vseg models` lists them)"),
@@ -19,7 +36,53 @@ ARGUMENTS = (
     ("device", "auto", "auto | cpu | cuda | cuda:N"),
     ("precision", "fp32", "fp32 | fp16 | bf16"),
     ("namespace", "", "namespace of the node"),
+    ("cameras", "", "comma-separated camera namespaces (front,rear: front/image, rear/image); empty: params_file's"),
+    ("use_sim_time", "false", "take time from /clock"),
+    ("rviz", "false", "also start RViz, showing input, overlay and legend (fails at once if rviz2 is not installed)"),
 )
+
+
+def _setup(context):
+    def value(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    try:
+        namespace = check_namespace(value("namespace"))
+        cameras = parse_cameras(value("cameras"))
+        with_rviz = IfCondition(LaunchConfiguration("rviz")).evaluate(context)
+        if with_rviz and not rviz_installed():
+            raise LaunchArgumentError("rviz:=true, but package rviz2 is not installed: install it or pass rviz:=false")
+    except LaunchArgumentError as exc:
+        raise RuntimeError(str(exc)) from None  # launch prints it and stops before starting anything
+    use_sim_time = IfCondition(LaunchConfiguration("use_sim_time")).evaluate(context)
+    parameters = {n: LaunchConfiguration(n) for n in ("model", "weights", "device", "precision")}
+    if value("cameras"):
+        parameters["cameras"] = list(cameras)
+    actions = [
+        Node(
+            package="vseg",
+            executable="segmentation_node",
+            name=NODE_NAME,
+            namespace=namespace,
+            output="screen",
+            emulate_tty=True,
+            parameters=[LaunchConfiguration("params_file"), parameters, {"use_sim_time": use_sim_time}],
+            remappings=[("image", LaunchConfiguration("image"))],
+        )
+    ]
+    if with_rviz:
+        topics = segmentation_topics(namespace=namespace, node=NODE_NAME, image=value("image"), cameras=cameras)
+        template = f"{get_package_share_directory('vseg')}/config/vseg.rviz"
+        actions.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="rviz",
+                arguments=["-d", str(write_rviz_config(template, topics))],
+                parameters=[{"use_sim_time": use_sim_time}],
+            )
+        )
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -29,17 +92,4 @@ def generate_launch_description() -> LaunchDescription:
         description="parameters YAML of segmentation_node",
     )
     declared = [DeclareLaunchArgument(n, default_value=d, description=t) for n, d, t in ARGUMENTS]
-    node = Node(
-        package="vseg",
-        executable="segmentation_node",
-        name="segmentation",
-        namespace=LaunchConfiguration("namespace"),
-        output="screen",
-        emulate_tty=True,
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {n: LaunchConfiguration(n) for n in ("model", "weights", "device", "precision")},
-        ],
-        remappings=[("image", LaunchConfiguration("image"))],
-    )
-    return LaunchDescription([params_file, *declared, node])
+    return LaunchDescription([params_file, *declared, OpaqueFunction(function=_setup)])

@@ -19,28 +19,36 @@ __all__ = ["main"]
 def _bag_play(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     from vseg_ros.bag_play import PlayConfig, play_bag
     from vseg_ros.bags import BagError
+    from vseg_ros.ros_process import ignore_stop_signals, install_stop_handlers
 
     try:
         config = PlayConfig(
-            rate=args.rate, loop=args.loop, topics=tuple(args.topics), wait_for_subscribers_s=args.wait_for_subscribers
-        )
+            rate=args.rate, loop=args.loop, topics=tuple(args.topics), wait_for_subscribers_s=args.wait_for_subscribers,
+            clock_hz=args.clock,
+        )  # fmt: skip
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    rclpy.init()
+    stop = install_stop_handlers()
+    # The ROS arguments (launch_ros's `-r __node:=NAME`, remaps, parameters) go to rcl, which applies
+    # them to this node.
+    rclpy.init(args=[sys.argv[0], *args.ros_args], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("vseg_bag_play")
     try:
-        count = play_bag(args.bag, config, node)
+        count = play_bag(args.bag, config, node, stop)
     except BagError as exc:
         raise CliError(str(exc)) from None
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         return 0
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    print(f"published {count} messages from {args.bag}")
+        ignore_stop_signals()
+    if not stop.is_set():
+        print(f"published {count} messages from {args.bag}")
     return 0
 
 
@@ -179,6 +187,10 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wait-for-subscribers", type=float, default=0.0, metavar="S", help="wait up to S s for subscribers first"
     )
+    p.add_argument(
+        "--clock", type=float, nargs="?", const=40.0, default=0.0, metavar="HZ",
+        help="publish the bag's time on /clock (rosgraph_msgs/Clock) at HZ (default 40 when given), for use_sim_time",
+    )  # fmt: skip
     p.set_defaults(handler=_bag_play)
 
     p = bag_commands.add_parser("make", help="write a dataset's sequences into a rosbag2")
@@ -221,20 +233,28 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_node_bench)
 
-    p = commands.add_parser("demo", help="each model in the real segmentation_node on one video: table and pictures")
+    p = commands.add_parser(
+        "demo", help="each model in the real segmentation_node on a video of its data: table and pictures"
+    )
     p.add_argument(
         "--models", nargs="+", default=[], metavar="M",
-        help="shipped checkpoint names or .safetensors paths (default: every shipped checkpoint)",
+        help="shipped checkpoint names or .safetensors paths (default: every shipped checkpoint); each runs on the "
+        "demo video of the data it was trained on (synthetic or the shipped CamVid clip) unless --bag or --video",
     )  # fmt: skip
     p.add_argument(
         "--weights-dir", help="look names up here (NAME.safetensors + NAME.json), not in the shipped weights"
     )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--bag", help="take the frames from this rosbag2 (default: the synthetic street video)")
+    source.add_argument(
+        "--bag", help="take every model's frames from this rosbag2 (default: the synthetic video and the CamVid clip)"
+    )
     source.add_argument("--video", help="take the frames from this video file")
     p.add_argument("--image-topic", help="--bag: the image topic (default: the bag's only one)")
     p.add_argument("--label-topic", help="--bag: ground-truth labels (mono8), matched by stamp")
-    p.add_argument("--frames", type=int, default=150, help="how many frames (the first of a bag or video; default 150)")
+    p.add_argument(
+        "--frames", type=int, default=150,
+        help="how many frames (the first ones of a bag or video; the CamVid clip has 60; default 150)",
+    )  # fmt: skip
     p.add_argument("--height", type=int, default=128, help="synthetic video height (default 128)")
     p.add_argument("--width", type=int, default=256, help="synthetic video width (default 256)")
     p.add_argument(
@@ -248,8 +268,22 @@ def build_ros_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Subcommands that run a ROS node of their own in this process: only they can apply ROS arguments.
+_TAKES_ROS_ARGS = frozenset({("bag", "play")})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(build_ros_parser(), argv)
+    """``vseg ...``; a ``--ros-args`` tail (as launch_ros appends it) goes to the subcommand's node."""
+    from vseg_ros.ros_process import split_ros_args
+
+    own, ros_args = split_ros_args(sys.argv[1:] if argv is None else argv)
+    parser = build_ros_parser()
+    parser.set_defaults(ros_args=tuple(ros_args))
+    if ros_args:
+        args, _ = parser.parse_known_args(own)
+        if (args.command, getattr(args, "bag_command", None)) not in _TAKES_ROS_ARGS:
+            print(f"vseg {args.command}: runs no ROS node of its own, ignoring {' '.join(ros_args)}", file=sys.stderr)
+    return run(parser, own)
 
 
 if __name__ == "__main__":

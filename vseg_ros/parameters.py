@@ -44,6 +44,7 @@ class NodeConfig:
     publish_overlay: bool
     publish_confidence: bool
     overlay_alpha: float
+    jpeg_quality: int
     reset_gap_s: float  # inf: never reset on forward gaps
 
 
@@ -102,7 +103,14 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
             integer_range=[IntegerRange(from_value=0, to_value=MAX_INPUT_SIDE, step=1)],
         ),
     ),
-    "palette_file": ("", _descriptor("class names and colours, YAML like config/palettes/camvid.yaml", _STR)),
+    "palette_file": (
+        "",
+        _descriptor(
+            "class names and colours, YAML like config/palettes/camvid.yaml; changeable at run time",
+            _STR,
+            read_only=False,
+        ),
+    ),
     "publish_color": (True, _descriptor("publish ~/color while someone subscribes", _BOOL)),
     "publish_overlay": (True, _descriptor("publish ~/overlay while someone subscribes", _BOOL)),
     "publish_confidence": (True, _descriptor("publish ~/confidence while someone subscribes", _BOOL)),
@@ -112,6 +120,14 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
             "weight of the class colours in ~/overlay",
             _DOUBLE,
             floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)],
+        ),
+    ),
+    "jpeg_quality": (
+        90,
+        _descriptor(
+            "jpeg quality of ~/color/compressed and ~/overlay/compressed (~/labels/compressed is lossless png)",
+            _INT,
+            integer_range=[IntegerRange(from_value=1, to_value=100, step=1)],
         ),
     ),
     "reset_gap_s": (
@@ -175,5 +191,6 @@ def read_config(node: Node) -> NodeConfig:
         publish_overlay=p["publish_overlay"],
         publish_confidence=p["publish_confidence"],
         overlay_alpha=p["overlay_alpha"],
+        jpeg_quality=p["jpeg_quality"],
         reset_gap_s=gap if gap > 0 else math.inf,
     )

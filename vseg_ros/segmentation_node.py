@@ -8,7 +8,7 @@ building up latency. Every output carries the input image's header and size.
 
 from __future__ import annotations
 
-import signal
+import math
 import sys
 import threading
 import time
@@ -19,6 +19,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (
@@ -28,6 +29,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -38,17 +40,21 @@ from vseg_core.resets import RESET_NONE, RESET_SERVICE, ResetConfig, StreamReset
 from vseg_core.stream import VideoSegmenter
 from vseg_ros.conversions import (
     ConversionError,
+    array_to_compressed,
     colorize,
     compressed_to_array,
     image_to_array,
+    labels_to_compressed,
     labels_to_image,
     mono_to_image,
     overlay,
     rgb_to_image,
 )
 from vseg_ros.latest_frame import LatestFrameMailbox
+from vseg_ros.legend import render_legend
 from vseg_ros.model_loading import load_model_for_node
 from vseg_ros.parameters import NodeConfig, ParameterError, check_keyframe_settings, declare_parameters, read_config
+from vseg_ros.ros_process import ignore_stop_signals, install_stop_handlers
 from vseg_ros.stream_stats import StreamStats
 
 __all__ = ["SegmentationNode", "main"]
@@ -57,6 +63,8 @@ _OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 _LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _DIAGNOSTICS_PERIOD_S = 1.0
 _STALE_INPUT_S = 5.0
+_SPIN_SLICE_S = 0.1
+_WARM_UP_SIZE = (64, 64)
 
 
 def _join(*parts: str) -> str:
@@ -85,25 +93,25 @@ class SegmentationNode(Node):
         declare_parameters(self)
         self.config: NodeConfig = read_config(self)
         model, classes = load_model_for_node(self.config, self.get_logger())
-        self.classes: ClassPalette = (
-            load_palette_file(Path(self.config.palette_file)) if self.config.palette_file else classes
-        )
-        if len(self.classes.names) < model.num_classes:
-            raise ParameterError(
-                f"parameter 'palette_file' names {len(self.classes.names)} classes, the model predicts "
-                f"{model.num_classes}"
-            )
+        self._num_classes = model.num_classes
+        self._model_classes = classes
+        self.classes: ClassPalette = self._load_palette(self.config.palette_file)
         self._palette = np.asarray(self.classes.colors, dtype=np.uint8).reshape(-1, 3)
         self._mailbox: LatestFrameMailbox[str, Image | CompressedImage] = LatestFrameMailbox()
+        self._warm_up(model)  # before subscribing: a player that waits for subscribers must not start early
         self._cameras: dict[str, _Camera] = {}
         for name in self.config.cameras:
             self._cameras[name] = self._make_camera(name, model)
         self.device = next(iter(self._cameras.values())).segmenter.device
 
         self._classes_pub = self.create_publisher(SegmentationClasses, "~/classes", _LATCHED_QOS)
-        self._classes_pub.publish(self._classes_message(model))
+        self._legend_pub = self.create_publisher(Image, "~/legend", _LATCHED_QOS)
+        self._announce_classes()
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(_DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        # A steady timer: on the ROS clock it would never fire under use_sim_time without /clock,
+        # which is exactly when someone needs to see that the node is there but gets no time.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(_DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=steady)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -132,6 +140,10 @@ class SegmentationNode(Node):
             ("overlay", Image),
             ("confidence", Image),
             ("info", SegmentationInfo),
+            # image_transport's names, so its `compressed` subscribers and recorders find them.
+            ("labels/compressed", CompressedImage),
+            ("color/compressed", CompressedImage),
+            ("overlay/compressed", CompressedImage),
         ):
             camera.publishers[output] = self.create_publisher(msg_type, "~/" + _join(name, output), _OUTPUT_QOS)
         msg_type = CompressedImage if self.config.compressed else Image
@@ -144,6 +156,17 @@ class SegmentationNode(Node):
         )
         return camera
 
+    def _warm_up(self, model) -> None:
+        # The first step of a model pays for lazy initialisation (thread pools, kernel selection, CUDA
+        # context: 0.1 s to seconds); paid here, before the node subscribes, the first frames of a camera
+        # or a replayed bag are not dropped while it happens. A throwaway segmenter keeps the
+        # cameras' temporal states untouched.
+        height, width = self.config.input_size or _WARM_UP_SIZE
+        VideoSegmenter(
+            model, device=self.config.device, precision=self.config.precision, input_size=self.config.input_size,
+            timing=False,
+        ).step(np.zeros((height, width, 3), np.uint8))  # fmt: skip
+
     def _topic(self, camera: str) -> str:
         return _join(camera, "image", "compressed" if self.config.compressed else "")
 
@@ -152,12 +175,30 @@ class SegmentationNode(Node):
         key = "max_interval" if name == "adaptive" else "interval"
         return make_keyframe_policy(name, **{key: interval})
 
-    def _classes_message(self, model) -> SegmentationClasses:
+    def _load_palette(self, path: str) -> ClassPalette:
+        """The palette file's classes (the model's own for ""); ParameterError if it has too few."""
+        if not path:
+            return self._model_classes
+        try:
+            classes = load_palette_file(Path(path))
+        except ValueError as exc:
+            raise ParameterError(f"parameter 'palette_file': {exc}") from None
+        if classes.num_classes < self._num_classes:
+            raise ParameterError(
+                f"parameter 'palette_file': {path} names {classes.num_classes} classes, the model predicts "
+                f"{self._num_classes}"
+            )
+        return classes
+
+    def _announce_classes(self) -> None:
+        """(Re)publish ~/classes and ~/legend, latched: at start and whenever the palette changes."""
+        n = self._num_classes
         msg = SegmentationClasses(model=self.config.model, ignore_index=self.classes.ignore_index)
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.names = list(self.classes.names[: model.num_classes])
-        msg.colors = self._palette[: model.num_classes].reshape(-1).tolist()
-        return msg
+        msg.names = list(self.classes.names[:n])
+        msg.colors = self._palette[:n].reshape(-1).tolist()
+        self._classes_pub.publish(msg)
+        self._legend_pub.publish(rgb_to_image(render_legend(msg.names, self._palette[:n]), msg.header))
 
     # ---------------------------------------------------------------------------------- callbacks
     def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
@@ -172,17 +213,25 @@ class SegmentationNode(Node):
         return response
 
     def _on_set_parameters(self, params) -> SetParametersResult:
+        # Everything is checked before anything is applied: a refused call changes nothing.
         changes = {p.name: p.value for p in params}
         policy = changes.get("keyframe_policy", self.config.keyframe_policy)
         interval = changes.get("keyframe_interval", self.config.keyframe_interval)
-        if {"keyframe_policy", "keyframe_interval"} & changes.keys():
-            try:
+        try:
+            classes = self._load_palette(changes["palette_file"]) if "palette_file" in changes else None
+            if {"keyframe_policy", "keyframe_interval"} & changes.keys():
                 check_keyframe_settings(policy, interval)
                 for camera in self._cameras.values():
                     camera.segmenter.set_keyframe_policy(self._keyframe_policy(policy, interval))
-            except ValueError as exc:
-                return SetParametersResult(successful=False, reason=str(exc))
-            self.config = replace(self.config, keyframe_policy=policy, keyframe_interval=interval)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.config = replace(self.config, keyframe_policy=policy, keyframe_interval=interval)
+        if classes is not None:
+            # One reference swap each: the worker colours a frame with the old palette or the new one.
+            self.classes = classes
+            self._palette = np.asarray(classes.colors, dtype=np.uint8).reshape(-1, 3)
+            self.config = replace(self.config, palette_file=changes["palette_file"])
+            self._announce_classes()
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------------------------- worker
@@ -214,19 +263,28 @@ class SegmentationNode(Node):
         result = camera.segmenter.step(frame, reset_reason=reason or None)
 
         pubs = camera.publishers
-        pubs["labels"].publish(labels_to_image(result.labels, msg.header))
-        wants = {n: pubs[n].get_subscription_count() > 0 for n in ("color", "overlay", "confidence")}
-        if (self.config.publish_color and wants["color"]) or (self.config.publish_overlay and wants["overlay"]):
+        header, config = msg.header, self.config
+        pubs["labels"].publish(labels_to_image(result.labels, header))
+        wants = {n: pub.get_subscription_count() > 0 for n, pub in pubs.items()}
+        if wants["labels/compressed"]:
+            pubs["labels/compressed"].publish(labels_to_compressed(result.labels, header))
+        color_to = [n for n in ("color", "color/compressed") if config.publish_color and wants[n]]
+        overlay_to = [n for n in ("overlay", "overlay/compressed") if config.publish_overlay and wants[n]]
+        if color_to or overlay_to:
             color = colorize(result.labels, self._palette)
-            if self.config.publish_color and wants["color"]:
-                pubs["color"].publish(rgb_to_image(color, msg.header))
-            if self.config.publish_overlay and wants["overlay"]:
-                pubs["overlay"].publish(rgb_to_image(overlay(frame, color, self.config.overlay_alpha), msg.header))
+            blend = overlay(frame, color, config.overlay_alpha) if overlay_to else None
+            for name, image in [(n, color) for n in color_to] + [(n, blend) for n in overlay_to]:
+                if name.endswith("/compressed"):
+                    pubs[name].publish(array_to_compressed(image, header, "jpeg", config.jpeg_quality))
+                else:
+                    pubs[name].publish(rgb_to_image(image, header))
         if self.config.publish_confidence and wants["confidence"] and result.confidence is not None:
             pubs["confidence"].publish(mono_to_image(result.confidence, msg.header))
 
+        # On the node's clock, so that a replayed bag with use_sim_time compares bag time with bag time.
+        # A ROS clock at zero is sim time before the first /clock message: no latency to tell.
         now_ns = self.get_clock().now().nanoseconds
-        latency_ms = (now_ns - stamp_ns) / 1e6
+        latency_ms = (now_ns - stamp_ns) / 1e6 if now_ns else math.nan
         info = result.info
         camera.stats.processed(
             time.monotonic(), latency_ms=latency_ms, is_keyframe=info.is_keyframe, state_reset=info.state_reset
@@ -304,25 +362,31 @@ class SegmentationNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    # SIGTERM (systemd, launch) ends the node like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
-    node = None
+    """Run the node until SIGINT/SIGTERM; ``args``: a full command line for rcl (default sys.argv)."""
+    # Before anything slow (imports are done, the model load is not): a signal during start-up
+    # must end the process just as cleanly.
+    stop = install_stop_handlers()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = SegmentationNode()
     except (ParameterError, ValueError, FileNotFoundError) as exc:
         rclpy.logging.get_logger("segmentation").fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
+        ignore_stop_signals()
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        # Slices, so that the stop request is seen within one of them whatever the graph does.
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=_SPIN_SLICE_S)
+    except ExternalShutdownException:
         pass
     finally:
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+        ignore_stop_signals()
     return 0
 
 

@@ -80,6 +80,8 @@ class StreamStats:
             while self._processed and self._processed[0][0] < start:
                 self._processed.popleft()
             latencies = np.array([p[1] for p in self._processed], dtype=np.float64)
+            # NaN: a frame processed before the node's clock started (sim time without /clock yet).
+            known = latencies[~np.isnan(latencies)]
             keyframes = np.array([p[2] for p in self._processed], dtype=bool)
             has = latencies.size > 0
             return StreamSnapshot(
@@ -90,8 +92,8 @@ class StreamStats:
                 resets=self.resets,
                 window_s=self.window_s,
                 rate_hz=latencies.size / self.window_s,
-                latency_p50_ms=float(np.percentile(latencies, 50)) if has else float("nan"),
-                latency_p95_ms=float(np.percentile(latencies, 95)) if has else float("nan"),
+                latency_p50_ms=float(np.percentile(known, 50)) if known.size else float("nan"),
+                latency_p95_ms=float(np.percentile(known, 95)) if known.size else float("nan"),
                 keyframe_share=float(keyframes.mean()) if has else float("nan"),
                 window_received=len(self._received),
                 window_processed=latencies.size,

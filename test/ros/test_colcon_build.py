@@ -32,6 +32,7 @@ def _copy_sources(dest: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a colcon build of the messages plus a run of the installed `vseg`
 def test_colcon_build_installs_messages_python_packages_executable_launch_and_config(tmp_path):
     colcon = Path(sys.executable).with_name("colcon")
     if not colcon.exists():
@@ -69,13 +70,15 @@ def test_colcon_build_installs_messages_python_packages_executable_launch_and_co
         install / "share" / "vseg" / "config" / "palettes" / "camvid.yaml",
         install / "share" / "ament_index" / "resource_index" / "packages" / "vseg",
         install / "lib" / "vseg" / "segmentation_node",
+        install / "lib" / "vseg" / "vseg",
         site / "vseg" / "msg" / "__init__.py",
         site / "vseg_core" / "__init__.py",
         site / "vseg_core" / "models" / "registry.py",
         site / "vseg_ros" / "__init__.py",
     ]
     assert [str(p.relative_to(tmp_path)) for p in expected if not p.exists()] == []
-    assert os.access(install / "lib" / "vseg" / "segmentation_node", os.X_OK)
+    for executable in ("segmentation_node", "bag_play", "vseg"):
+        assert os.access(install / "lib" / "vseg" / executable, os.X_OK), executable
 
     # After sourcing the workspace, Python finds the installed copies, not the sources of this checkout.
     probe = (
@@ -99,3 +102,12 @@ def test_colcon_build_installs_messages_python_packages_executable_launch_and_co
     for line in run.stdout.split():
         assert Path(line).is_relative_to(site), f"{line} was imported from outside the workspace install"
     assert sysconfig.get_paths()["purelib"] not in run.stdout
+
+    # `ros2 run vseg vseg ...` runs lib/vseg/vseg: the `vseg` command, from the workspace's copies,
+    # with launch_ros's tail accepted.
+    vseg = subprocess.run(
+        ["bash", "-c", f'source install/setup.bash && "{sys.executable}" install/vseg/lib/vseg/vseg models icnet '
+         "--height 32 --width 32 --json --ros-args -r __node:=vseg"],
+        check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert vseg.returncode == 0 and '"name": "icnet"' in vseg.stdout, vseg.stderr[-4000:]

@@ -56,3 +56,12 @@ def test_stats_window_rates_and_percentiles():
     # 2 s later the window is empty but the totals stay.
     late = stats.snapshot(now=14.0)
     assert late.window_processed == 0 and late.frames_processed == 5 and math.isnan(late.latency_p50_ms)
+
+
+def test_stats_leave_unknown_latencies_out_of_the_percentiles():
+    """NaN: a frame processed under use_sim_time before the first /clock message."""
+    stats = StreamStats(window_s=2.0)
+    for i, latency in enumerate([math.nan, 10.0, 30.0]):
+        stats.processed(10.0 + 0.1 * i, latency_ms=latency, is_keyframe=False, state_reset=False)
+    snap = stats.snapshot(now=10.5)
+    assert snap.window_processed == 3 and snap.latency_p50_ms == pytest.approx(20.0)

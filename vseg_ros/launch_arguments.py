@@ -1,0 +1,113 @@
+"""The launch files' arguments checked and turned into values, before any process starts.
+
+The launch files call these from an ``OpaqueFunction`` that runs before their nodes, so a bad
+argument (or an RViz asked for but not installed) stops the launch with one line and leaves no
+process behind. Nothing here imports launch, so the checks are tested where launch is not installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rclpy.exceptions import NameValidationException
+from rclpy.validate_full_topic_name import validate_full_topic_name
+from rclpy.validate_namespace import validate_namespace
+from rclpy.validate_topic_name import validate_topic_name
+
+__all__ = [
+    "LaunchArgumentError",
+    "SegmentationTopics",
+    "check_namespace",
+    "parse_cameras",
+    "replay_node_parameters",
+    "rviz_installed",
+    "segmentation_topics",
+]
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument that cannot work; the message names it and says what to pass instead."""
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0].rstrip(":")
+
+
+def check_namespace(namespace: str) -> str:
+    """The node's namespace as launch_ros takes it ("" or a name like "car1" or "/car1/perception")."""
+    if namespace:
+        try:
+            validate_namespace(namespace if namespace.startswith("/") else "/" + namespace)
+        except NameValidationException as exc:
+            raise LaunchArgumentError(f"launch argument 'namespace' {namespace!r}: {_first_line(exc)}") from None
+    return namespace
+
+
+def parse_cameras(text: str) -> tuple[str, ...]:
+    """``cameras:=front,rear`` as the node's ``cameras`` parameter; "" is the one `image` topic."""
+    if not text.strip():
+        return ("",)
+    cameras = tuple(c.strip() for c in text.split(","))
+    for camera in cameras:
+        if not camera or camera.startswith(("/", "~")):
+            raise LaunchArgumentError(
+                f"launch argument 'cameras' {text!r}: each camera is a relative namespace like 'front', got {camera!r}"
+            )
+        try:
+            validate_topic_name(camera)
+        except NameValidationException as exc:
+            raise LaunchArgumentError(f"launch argument 'cameras' {text!r}: {_first_line(exc)}") from None
+    if len(set(cameras)) != len(cameras):
+        raise LaunchArgumentError(f"launch argument 'cameras' {text!r} names a camera twice")
+    return cameras
+
+
+@dataclass(frozen=True)
+class SegmentationTopics:
+    """Fully qualified topics of one segmentation_node, per camera: what RViz is pointed at."""
+
+    cameras: tuple[str, ...]
+    inputs: tuple[str, ...]
+    overlays: tuple[str, ...]
+    legend: str
+
+
+def _absolute(namespace: str, name: str) -> str:
+    return "/" + "/".join(p for p in (*namespace.split("/"), *name.split("/")) if p)
+
+
+def segmentation_topics(*, namespace: str, node: str, image: str, cameras: tuple[str, ...]) -> SegmentationTopics:
+    """The topics a node named ``node`` in ``namespace`` reads and writes, with ``image`` remapped
+    (the remap applies to the plain `image` topic only; cameras read ``<camera>/image``)."""
+    check_namespace(namespace)
+    base = _absolute(namespace, node)
+    remapped = image if image.startswith("/") else _absolute(namespace, image)
+    inputs = tuple(_absolute(namespace, f"{c}/image") if c else remapped for c in cameras)
+    overlays = tuple(_absolute(base, f"{c}/overlay" if c else "overlay") for c in cameras)
+    return SegmentationTopics(cameras=cameras, inputs=inputs, overlays=overlays, legend=_absolute(base, "legend"))
+
+
+def rviz_installed() -> bool:
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+    try:
+        get_package_share_directory("rviz2")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def replay_node_parameters(image: str) -> dict[str, object]:
+    """What replay.launch.py gives segmentation_node on top of its parameters file: the bag's time,
+    and a reliable subscription to the played ``image`` topic.
+
+    Live, the node subscribes best effort (sensor data: a lost frame is better than a late one); a
+    replay is an evaluation, and the player publishes reliably, so no frame is lost between the two.
+    The node still drops frames it cannot keep up with (the newest frame wins), and says so in ~/info.
+    """
+    topic = image if image.startswith("/") else "/" + image
+    try:
+        validate_full_topic_name(topic)
+    except NameValidationException as exc:
+        raise LaunchArgumentError(f"launch argument 'image' {image!r}: {_first_line(exc)}") from None
+    return {"use_sim_time": True, f"qos_overrides.{topic}.subscription.reliability": "reliable"}

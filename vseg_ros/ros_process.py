@@ -1,0 +1,79 @@
+"""What every vseg executable needs from its process: the ``--ros-args`` tail split off the command
+line, and SIGINT/SIGTERM turned into one stop request that never raises.
+
+launch_ros appends ``--ros-args -r __node:=NAME [-r __ns:=NS] [--params-file F] [-r from:=to]`` to
+every executable it starts; argparse must not see that part, rcl must. Importing this module imports
+no ROS package, so the `vseg` command stays usable where rclpy is missing.
+
+Signals: Ctrl-C in a terminal reaches the whole process group, and launch then sends its own SIGINT
+(later SIGTERM) to each child while it is still cleaning up. rclpy's handler raises
+``KeyboardInterrupt`` wherever the main thread happens to be, destroy_node included; a handler that
+only sets an event lets the clean-up run to its end however many signals follow.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import threading
+from collections.abc import Sequence
+
+__all__ = ["ROS_ARGS", "ignore_stop_signals", "install_stop_handlers", "split_ros_args"]
+
+ROS_ARGS = "--ros-args"
+_END_OF_ROS_ARGS = "--"
+
+
+def split_ros_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the program's own arguments, the ROS arguments) of ``argv`` (without the program name).
+
+    As rcl reads a command line: every ``--ros-args`` opens a ROS section that runs to the next
+    ``--`` or to the end; several sections are allowed. The ROS list keeps the ``--ros-args`` markers
+    (it is what ``rclpy.init(args=[program, *ros])`` takes) and drops the closing ``--``.
+    """
+    own: list[str] = []
+    ros: list[str] = []
+    in_ros = False
+    for arg in argv:
+        if arg == ROS_ARGS:
+            in_ros = True
+            ros.append(arg)
+        elif in_ros and arg == _END_OF_ROS_ARGS:
+            in_ros = False
+        elif in_ros:
+            ros.append(arg)
+        else:
+            own.append(arg)
+    return own, ros
+
+
+@functools.cache  # once per process: later calls return the same event
+def install_stop_handlers() -> threading.Event:
+    """Make SIGINT and SIGTERM set the returned event (and nothing else) for the rest of the process.
+
+    Pair it with ``rclpy.init(..., signal_handler_options=SignalHandlerOptions.NO)``, and wait or
+    spin in slices that look at the event; the process then ends through its normal clean-up with
+    exit status 0, however many signals arrive while it cleans up. Calling it again returns the same
+    event, so an executable can install the handlers before its slow imports (a signal then is not
+    lost) and its ``main`` can still call it.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    return stop
+
+
+def ignore_stop_signals() -> None:
+    """From now on SIGINT and SIGTERM do nothing: for a process whose own clean-up is done.
+
+    Interpreter finalisation puts back the default action (terminate) of every signal that had a
+    Python handler, but leaves ignored ones ignored; DDS's teardown runs during that finalisation, and
+    launch's second SIGINT or its SIGTERM arriving then would end the process with -2 or -15 where
+    it was about to exit with 0.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
