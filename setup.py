@@ -55,6 +55,7 @@ setup(
             "ros-diagnostic-msgs",
             "ros-rcl-interfaces",
             "ros-rosgraph-msgs",  # /clock of `vseg bag play --clock`
+            "ros-lifecycle-msgs",  # managed_segmentation_node's transitions (rclpy.lifecycle)
         ],
     },
     entry_points={"console_scripts": ["vseg = vseg_ros.cli:main"]},

@@ -38,6 +38,11 @@ ARGUMENTS = (
     ("namespace", "", "namespace of the node"),
     ("cameras", "", "comma-separated camera namespaces (front,rear: front/image, rear/image); empty: params_file's"),
     ("use_sim_time", "false", "take time from /clock"),
+    (
+        "managed",
+        "false",
+        "start the lifecycle node (managed_segmentation_node): unconfigured until a manager configures it",
+    ),
     ("rviz", "false", "also start RViz, showing input, overlay and legend (fails at once if rviz2 is not installed)"),
 )
 
@@ -55,13 +60,14 @@ def _setup(context):
     except LaunchArgumentError as exc:
         raise RuntimeError(str(exc)) from None  # launch prints it and stops before starting anything
     use_sim_time = IfCondition(LaunchConfiguration("use_sim_time")).evaluate(context)
+    managed = IfCondition(LaunchConfiguration("managed")).evaluate(context)
     parameters = {n: LaunchConfiguration(n) for n in ("model", "weights", "device", "precision")}
     if value("cameras"):
         parameters["cameras"] = list(cameras)
     actions = [
         Node(
             package="vseg",
-            executable="segmentation_node",
+            executable="managed_segmentation_node" if managed else "segmentation_node",
             name=NODE_NAME,
             namespace=namespace,
             output="screen",

@@ -4,6 +4,9 @@ The node owns one ``VideoSegmenter`` per camera (all sharing one model on the de
 of the model logic. Subscription callbacks only leave the message in a newest-frame mailbox; one
 worker thread decodes, runs the model and publishes, so a slow model drops frames instead of
 building up latency. Every output carries the input image's header and size.
+
+Two nodes share that work: ``SegmentationNode`` (executable ``segmentation_node``), running from its
+start, and ``ManagedSegmentationNode`` (``managed_segmentation_node``), a lifecycle node.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -57,7 +62,7 @@ from vseg_ros.parameters import NodeConfig, ParameterError, check_keyframe_setti
 from vseg_ros.ros_process import ignore_stop_signals, install_stop_handlers
 from vseg_ros.stream_stats import StreamStats
 
-__all__ = ["SegmentationNode", "main"]
+__all__ = ["ManagedSegmentationNode", "SegmentationNode", "main"]
 
 _OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 _LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -87,41 +92,116 @@ class _Camera:
         return self.name or "image"
 
 
-class SegmentationNode(Node):
-    def __init__(self, **node_kwargs) -> None:
-        super().__init__("segmentation", **node_kwargs)
+class _SegmentationWork:
+    """The node's work in the phases of a managed node, for a class that is also a rclpy ``Node``.
+
+    configure: read and check the parameters, load the weights, warm the model up on its device (the
+    memory is taken here), create the outputs and the reset service. activate: start the worker,
+    subscribe, publish the classes and legend and start /diagnostics. deactivate: unsubscribe and
+    stop the worker, keeping model and temporal state. cleanup: drop outputs, model and state (and
+    the CUDA cache). ``SegmentationNode`` runs configure and activate in its constructor;
+    ``ManagedSegmentationNode`` runs them as lifecycle transitions.
+    """
+
+    def _init_work(self) -> None:
+        self._cameras: dict[str, _Camera] = {}
+        self._image_subscriptions: list = []
+        self._own_services: list = []
+        self._other_publishers: list = []
+        self._diagnostics_timer = None
+        self._worker: threading.Thread | None = None
+        self._running = False
+        self._mailbox: LatestFrameMailbox[str, Image | CompressedImage] = LatestFrameMailbox()
+        self.device = None
         declare_parameters(self)
         self.config: NodeConfig = read_config(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._cameras)
+
+    def _make_publisher(self, msg_type, topic: str, qos):
+        return self.create_publisher(msg_type, topic, qos)
+
+    def _destroy_publisher(self, publisher) -> None:
+        self.destroy_publisher(publisher)
+
+    def _configure(self) -> None:
+        """Raises ParameterError (or ValueError, FileNotFoundError) naming the parameter; then nothing
+        is left half-built."""
+        self.config = read_config(self)
         model, classes = load_model_for_node(self.config, self.get_logger())
         self._num_classes = model.num_classes
         self._model_classes = classes
         self.classes: ClassPalette = self._load_palette(self.config.palette_file)
         self._palette = np.asarray(self.classes.colors, dtype=np.uint8).reshape(-1, 3)
-        self._mailbox: LatestFrameMailbox[str, Image | CompressedImage] = LatestFrameMailbox()
         self._warm_up(model)  # before subscribing: a player that waits for subscribers must not start early
-        self._cameras: dict[str, _Camera] = {}
         for name in self.config.cameras:
             self._cameras[name] = self._make_camera(name, model)
         self.device = next(iter(self._cameras.values())).segmenter.device
+        self._classes_pub = self._make_publisher(SegmentationClasses, "~/classes", _LATCHED_QOS)
+        self._legend_pub = self._make_publisher(Image, "~/legend", _LATCHED_QOS)
+        self._diagnostics_pub = self._make_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._other_publishers = [self._classes_pub, self._legend_pub, self._diagnostics_pub]
+        self._own_services = [self.create_service(Trigger, "~/reset", self._on_reset)]
 
-        self._classes_pub = self.create_publisher(SegmentationClasses, "~/classes", _LATCHED_QOS)
-        self._legend_pub = self.create_publisher(Image, "~/legend", _LATCHED_QOS)
-        self._announce_classes()
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        # A steady timer: on the ROS clock it would never fire under use_sim_time without /clock,
-        # which is exactly when someone needs to see that the node is there but gets no time.
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(_DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=steady)
-        self.create_service(Trigger, "~/reset", self._on_reset)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
+    def _activate(self) -> None:
+        self._mailbox = LatestFrameMailbox()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="vseg-inference", daemon=True)
         self._worker.start()
+        msg_type = CompressedImage if self.config.compressed else Image
+        for name in self._cameras:
+            self._image_subscriptions.append(
+                self.create_subscription(
+                    msg_type,
+                    self._topic(name),
+                    lambda msg, key=name: self._on_image(key, msg),
+                    qos_profile_sensor_data,
+                    qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                )
+            )
+        self._announce_classes()
+        # A steady timer: on the ROS clock it would never fire under use_sim_time without /clock,
+        # which is exactly when someone needs to see that the node is there but gets no time.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diagnostics_timer = self.create_timer(_DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=steady)
         self.get_logger().info(
             f"segmenting {', '.join(self._topic(c) for c in self._cameras)} with {self.config.model} "
             f"on {self.device} ({self.config.precision})"
         )
+
+    def _deactivate(self) -> None:
+        for subscription in self._image_subscriptions:
+            self.destroy_subscription(subscription)
+        self._image_subscriptions = []
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        self._running = False
+        self._mailbox.close()  # frames still waiting are dropped: nobody asked for them any more
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.join(timeout=10.0)
+        self._worker = None
+
+    def _cleanup(self) -> None:
+        for camera in self._cameras.values():
+            for publisher in camera.publishers.values():
+                self._destroy_publisher(publisher)
+        for publisher in self._other_publishers:
+            self._destroy_publisher(publisher)
+        for service in self._own_services:
+            self.destroy_service(service)
+        self._other_publishers, self._own_services = [], []
+        on_cuda = self.device is not None and self.device.type == "cuda"
+        self._cameras = {}  # the segmenters hold the model and the temporal state: both go here
+        self.device = None
+        if on_cuda:
+            torch.cuda.empty_cache()  # hand the freed blocks back to the driver, not only to torch's cache
 
     # ----------------------------------------------------------------------------------- set-up
     def _make_camera(self, name: str, model) -> _Camera:
@@ -145,15 +225,7 @@ class SegmentationNode(Node):
             ("color/compressed", CompressedImage),
             ("overlay/compressed", CompressedImage),
         ):
-            camera.publishers[output] = self.create_publisher(msg_type, "~/" + _join(name, output), _OUTPUT_QOS)
-        msg_type = CompressedImage if self.config.compressed else Image
-        self.create_subscription(
-            msg_type,
-            self._topic(name),
-            lambda msg, key=name: self._on_image(key, msg),
-            qos_profile_sensor_data,
-            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-        )
+            camera.publishers[output] = self._make_publisher(msg_type, "~/" + _join(name, output), _OUTPUT_QOS)
         return camera
 
     def _warm_up(self, model) -> None:
@@ -215,6 +287,8 @@ class SegmentationNode(Node):
     def _on_set_parameters(self, params) -> SetParametersResult:
         # Everything is checked before anything is applied: a refused call changes nothing.
         changes = {p.name: p.value for p in params}
+        if not self.configured:
+            return SetParametersResult(successful=True)  # configure reads and checks every parameter
         policy = changes.get("keyframe_policy", self.config.keyframe_policy)
         interval = changes.get("keyframe_interval", self.config.keyframe_interval)
         try:
@@ -352,23 +426,77 @@ class SegmentationNode(Node):
     def destroy_node(self) -> None:
         # Also reached for a node whose __init__ failed (rclpy destroys the nodes of a context at
         # shutdown), so the parts built late may not exist.
-        self._running = False
-        mailbox, worker = getattr(self, "_mailbox", None), getattr(self, "_worker", None)
-        if mailbox is not None:
-            mailbox.close()
-        if worker is not None and worker.is_alive():
-            worker.join(timeout=10.0)
+        if hasattr(self, "_mailbox"):
+            self._stop_worker()
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; ``args``: a full command line for rcl (default sys.argv)."""
+class SegmentationNode(_SegmentationWork, Node):
+    """The plain node: configured and active from its construction until it is destroyed."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("segmentation", **node_kwargs)
+        self._init_work()
+        self._configure()
+        self._activate()
+
+
+class ManagedSegmentationNode(_SegmentationWork, LifecycleNode):
+    """The managed (lifecycle) node, for stacks that bring perception up in order: constructed
+    unconfigured; ``configure`` loads the weights and takes the device memory (a warm-up frame),
+    ``activate`` subscribes and publishes, ``deactivate`` stops without freeing anything, ``cleanup``
+    frees the model and the GPU. Outputs are lifecycle publishers: silent unless active. A transition
+    asked for out of order is refused by rcl_lifecycle (the service answers success=False) and the
+    state stays as it was; a configure that fails logs why and leaves the node unconfigured."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("segmentation", **node_kwargs)
+        self._init_work()
+
+    def _make_publisher(self, msg_type, topic: str, qos):
+        return self.create_lifecycle_publisher(msg_type, topic, qos)
+
+    def _destroy_publisher(self, publisher) -> None:
+        self.destroy_lifecycle_publisher(publisher)
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except (ParameterError, ValueError, FileNotFoundError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self._cleanup()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # the publishers first: the latched classes must go out
+        if result == TransitionCallbackReturn.SUCCESS:
+            self._activate()
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()  # the worker stops before its publishers fall silent
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+
+def main(args: list[str] | None = None, *, managed: bool = False) -> int:
+    """Run the node until SIGINT/SIGTERM; ``args``: a full command line for rcl (default sys.argv);
+    ``managed``: the lifecycle node (starts unconfigured) instead of the plain one."""
     # Before anything slow (imports are done, the model load is not): a signal during start-up
     # must end the process just as cleanly.
     stop = install_stop_handlers()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
-        node = SegmentationNode()
+        node = ManagedSegmentationNode() if managed else SegmentationNode()
     except (ParameterError, ValueError, FileNotFoundError) as exc:
         rclpy.logging.get_logger("segmentation").fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()

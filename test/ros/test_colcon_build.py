@@ -77,7 +77,7 @@ def test_colcon_build_installs_messages_python_packages_executable_launch_and_co
         site / "vseg_ros" / "__init__.py",
     ]
     assert [str(p.relative_to(tmp_path)) for p in expected if not p.exists()] == []
-    for executable in ("segmentation_node", "bag_play", "vseg"):
+    for executable in ("segmentation_node", "managed_segmentation_node", "bag_play", "vseg"):
         assert os.access(install / "lib" / "vseg" / executable, os.X_OK), executable
 
     # After sourcing the workspace, Python finds the installed copies, not the sources of this checkout.

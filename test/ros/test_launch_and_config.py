@@ -53,8 +53,11 @@ def test_launch_files_compile_and_name_existing_executables_parameters_and_files
         for call in calls:
             kwargs = {k.arg: k.value for k in call.keywords}
             package = kwargs.get("package")
-            if isinstance(kwargs.get("executable"), ast.Constant) and getattr(package, "value", None) == "vseg":
-                assert kwargs["executable"].value in _installed_executables(), path.name
+            executable = kwargs.get("executable")
+            choices = [executable.body, executable.orelse] if isinstance(executable, ast.IfExp) else [executable]
+            if getattr(package, "value", None) == "vseg":
+                assert all(isinstance(c, ast.Constant) for c in choices), f"{path.name}: executable not a name"
+                assert {c.value for c in choices} <= _installed_executables(), path.name
         strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         for ref in strings & {"config", "segmentation.yaml", "vseg.rviz"}:
             assert ref == "config" or (REPO / "config" / ref).exists(), f"{path.name} names config/{ref}"
