@@ -25,6 +25,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from vseg_ros.launch_arguments import replay_node_parameters, rviz_installed, segmentation_topics
+from vseg_ros.parameters import DEFAULT_WEIGHTS
 from vseg_ros.rviz_config import write_rviz_config
 
 NODE_NAME = "segmentation"
@@ -33,8 +34,8 @@ ARGUMENTS = (
     ("image", "/camera/image_raw", "the bag's image topic (sensor_msgs/Image)"),
     ("rate", "1.0", "playback speed factor"),
     ("loop", "false", "play the bag again and again"),
-    ("model", "lstm_icnet_v2", "registered model name (`vseg models` lists them)"),
-    ("weights", "", "checkpoint path (.safetensors with its .json) or a shipped name; empty: random weights"),
+    ("model", "", "registered model name (`vseg models` lists them); empty: the one `weights` holds"),
+    ("weights", DEFAULT_WEIGHTS, "checkpoint (.safetensors with its .json) or a shipped name; empty: random weights"),
     ("device", "auto", "auto | cpu | cuda | cuda:N"),
     ("precision", "fp32", "fp32 | fp16 | bf16"),
     ("rviz", "true", "start RViz showing input, overlay and legend (fails at once if rviz2 is not installed)"),

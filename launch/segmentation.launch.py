@@ -26,13 +26,14 @@ from vseg_ros.launch_arguments import (
     rviz_installed,
     segmentation_topics,
 )
+from vseg_ros.parameters import DEFAULT_WEIGHTS
 from vseg_ros.rviz_config import write_rviz_config
 
 NODE_NAME = "segmentation"
 ARGUMENTS = (
     ("image", "/camera/image_raw", "input image topic (sensor_msgs/Image), remapped onto the node's `image`"),
-    ("model", "lstm_icnet_v2", "registered model name (`vseg models` lists them)"),
-    ("weights", "", "checkpoint path (.safetensors with its .json) or a shipped name; empty: random weights"),
+    ("model", "", "registered model name (`vseg models` lists them); empty: the one `weights` holds"),
+    ("weights", DEFAULT_WEIGHTS, "checkpoint (.safetensors with its .json) or a shipped name; empty: random weights"),
     ("device", "auto", "auto | cpu | cuda | cuda:N"),
     ("precision", "fp32", "fp32 | fp16 | bf16"),
     ("namespace", "", "namespace of the node"),

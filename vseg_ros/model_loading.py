@@ -21,12 +21,12 @@ def load_model_for_node(config: NodeConfig, logger) -> tuple[StreamingSegmenter,
         except ValueError as exc:
             raise ParameterError(f"parameter 'weights': {exc}") from None
         try:
-            model = load_checkpoint(path, expect_model=config.model)
+            model = load_checkpoint(path, expect_model=config.model or None)
         except CheckpointError as exc:
             raise ParameterError(f"parameter 'weights': {exc}") from None
         record = model.checkpoint_record
         palette = record.palette or ClassPalette.generic(model.num_classes)
-        logger.info(f"loaded {config.model} weights from {path} ({record.metadata.get('dataset', 'dataset unknown')})")
+        logger.info(f"loaded {record.model} weights from {path} ({record.metadata.get('dataset', 'dataset unknown')})")
         return model, palette
     try:
         model = create_model(config.model)

@@ -132,6 +132,8 @@ class _SegmentationWork:
         is left half-built."""
         self.config = read_config(self)
         model, classes = load_model_for_node(self.config, self.get_logger())
+        if not self.config.model:  # `model` left empty: the checkpoint's
+            self.config = replace(self.config, model=model.checkpoint_record.model)
         self._num_classes = model.num_classes
         self._model_classes = classes
         self.classes: ClassPalette = self._load_palette(self.config.palette_file)

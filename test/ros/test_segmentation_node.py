@@ -7,6 +7,7 @@ the node must publish exactly what the core computes.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -329,6 +330,41 @@ def test_weights_by_shipped_name_load_that_checkpoint(tmp_path):
             failure = str(exc)
         assert failure is not None and "'camvid_icnett' is neither a checkpoint path" in failure
         assert "shipped: camvid_accel18, " in failure
+    finally:
+        ctx.shutdown()
+
+
+def test_default_weights_are_the_best_shipped_camvid_model_and_name_the_model():
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from vseg_core.pretrained import shipped_checkpoint, shipped_record
+    from vseg_ros.parameters import DEFAULT_WEIGHTS
+    from vseg_ros.segmentation_node import SegmentationNode
+
+    assert DEFAULT_WEIGHTS == "camvid_icnet_lite0" and shipped_record(DEFAULT_WEIGHTS).metadata["dataset"] == "camvid"
+    ctx = Context()
+    rclpy.init(context=ctx)
+    try:
+        node = SegmentationNode(context=ctx, parameter_overrides=[Parameter("device", value="cpu")])
+        try:
+            assert (node.config.weights, node.config.model) == (DEFAULT_WEIGHTS, "icnet")  # model from the file
+            frame = _frame(5, 96, 128)
+            got = node._cameras[""].segmenter.step(frame).labels
+            expected = VideoSegmenter(load_checkpoint(shipped_checkpoint(DEFAULT_WEIGHTS)), device="cpu").step(frame)
+            np.testing.assert_array_equal(got, expected.labels)
+        finally:
+            node.destroy_node()
+        refusals = {
+            "lstm_icnet_v2": "holds a 'icnet' model, not 'lstm_icnet_v2'",  # a model that is not the file's
+            "": "parameters 'model' and 'weights' are both empty: name a checkpoint (weights:=camvid_icnet_lite0)",
+        }
+        for model, message in refusals.items():
+            params = [Parameter("device", value="cpu"), Parameter("model", value=model)]
+            if not model:
+                params.append(Parameter("weights", value=""))
+            with pytest.raises(ValueError, match=re.escape(message)):
+                SegmentationNode(context=ctx, parameter_overrides=params)
     finally:
         ctx.shutdown()
 
