@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # The node's default: the shipped CamVid model with the best val mIoU among those that keep up with a
-# 15 Hz camera on this project's CPU (ICNet-Lite0: 0.568; DeepLab-101's 0.581 costs ~10x the time).
+# 15 Hz camera on a 2-core CPU (ICNet-Lite0: 0.568 at 59.8 ms; DeepLab-101: 0.581 at 87.5 ms; README).
 DEFAULT_WEIGHTS = "camvid_icnet_lite0"
 
 PRECISIONS = ("fp32", "fp16", "bf16")
