@@ -38,6 +38,12 @@ ARGUMENTS = (
     ("weights", DEFAULT_WEIGHTS, "checkpoint (.safetensors with its .json) or a shipped name; empty: random weights"),
     ("device", "auto", "auto | cpu | cuda | cuda:N"),
     ("precision", "fp32", "fp32 | fp16 | bf16"),
+    (
+        "backend",
+        "torch",
+        "torch | onnxruntime (onnx_model, or weights exported at start-up at input_width x input_height)",
+    ),
+    ("onnx_model", "", "backend onnxruntime: a `vseg export` folder"),
     ("rviz", "true", "start RViz showing input, overlay and legend (fails at once if rviz2 is not installed)"),
 )
 # Nodes that use the bag's time: all of them (the player's own timing is wall time whatever this says).
@@ -82,7 +88,7 @@ def _setup(context):
         emulate_tty=True,
         parameters=[
             LaunchConfiguration("params_file"),
-            {n: LaunchConfiguration(n) for n in ("model", "weights", "device", "precision")},
+            {n: LaunchConfiguration(n) for n in ("model", "weights", "device", "precision", "backend", "onnx_model")},
             node_parameters,
         ],
         remappings=[("image", LaunchConfiguration("image"))],

@@ -36,6 +36,12 @@ ARGUMENTS = (
     ("weights", DEFAULT_WEIGHTS, "checkpoint (.safetensors with its .json) or a shipped name; empty: random weights"),
     ("device", "auto", "auto | cpu | cuda | cuda:N"),
     ("precision", "fp32", "fp32 | fp16 | bf16"),
+    (
+        "backend",
+        "torch",
+        "torch | onnxruntime (onnx_model, or weights exported at start-up at input_width x input_height)",
+    ),
+    ("onnx_model", "", "backend onnxruntime: a `vseg export` folder"),
     ("namespace", "", "namespace of the node"),
     ("cameras", "", "comma-separated camera namespaces (front,rear: front/image, rear/image); empty: params_file's"),
     ("use_sim_time", "false", "take time from /clock"),
@@ -62,7 +68,9 @@ def _setup(context):
         raise RuntimeError(str(exc)) from None  # launch prints it and stops before starting anything
     use_sim_time = IfCondition(LaunchConfiguration("use_sim_time")).evaluate(context)
     managed = IfCondition(LaunchConfiguration("managed")).evaluate(context)
-    parameters = {n: LaunchConfiguration(n) for n in ("model", "weights", "device", "precision")}
+    parameters = {
+        n: LaunchConfiguration(n) for n in ("model", "weights", "device", "precision", "backend", "onnx_model")
+    }
     if value("cameras"):
         parameters["cameras"] = list(cameras)
     actions = [

@@ -18,6 +18,7 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_WEIGHTS",
     "KEYFRAME_POLICIES",
     "PRECISIONS",
@@ -32,6 +33,8 @@ __all__ = [
 DEFAULT_WEIGHTS = "camvid_icnet_lite0"
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+BACKENDS = ("torch", "onnxruntime")  # vseg_core.runtime_onnx.BACKENDS (a test holds them equal): the launch
+# files import this module, and importing vseg_core would import torch into every launch
 KEYFRAME_POLICIES = ("fixed", "adaptive")
 MAX_INPUT_SIDE = 8192
 
@@ -45,6 +48,9 @@ class NodeConfig:
     model: str  # "" until the checkpoint names it (the node fills it in when it loads the weights)
     weights: str
     device: str
+    backend: str  # torch | onnxruntime
+    onnx_model: str  # an export's folder or sidecar; "" with onnxruntime: export `weights` at start-up
+    providers: tuple[str, ...]  # onnxruntime's, in order of preference
     precision: str
     cameras: tuple[str, ...]
     compressed: bool
@@ -85,7 +91,23 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
             _STR,
         ),
     ),
-    "device": ("auto", _descriptor("auto | cpu | cuda | cuda:N", _STR)),
+    "device": ("auto", _descriptor("auto | cpu | cuda | cuda:N (backend torch)", _STR)),
+    "backend": (
+        "torch",
+        _descriptor("torch | onnxruntime (runs an export: onnx_model, or weights exported at start-up)", _STR),
+    ),
+    "onnx_model": (
+        "",
+        _descriptor(
+            "backend onnxruntime: an export (`vseg export` folder or its export.json); empty: export `weights` at "
+            "start-up at input_width x input_height",
+            _STR,
+        ),
+    ),
+    "providers": (
+        ["cpu"],
+        _descriptor("backend onnxruntime: execution providers in order of preference (tensorrt, cuda, cpu)", _STRS),
+    ),
     "precision": ("fp32", _descriptor("fp32 | fp16 | bf16 (fp16/bf16 need CUDA)", _STR)),
     "cameras": (
         [""],
@@ -184,6 +206,27 @@ def read_config(node: Node) -> NodeConfig:
     device = p["device"]
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ParameterError(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {device!r}")
+    backend = _choice("backend", p["backend"], BACKENDS)
+    if backend == "onnxruntime":
+        if device not in ("auto", "cpu"):
+            raise ParameterError(
+                f"parameter 'device' {device!r}: backend onnxruntime takes its device from 'providers' "
+                "(providers:=[cuda,cpu]); leave device at auto"
+            )
+        if p["precision"] != "fp32":
+            raise ParameterError("parameter 'precision': backend onnxruntime runs the export's fp32 graphs; use fp32")
+        if not p["onnx_model"] and not p["input_width"]:
+            raise ParameterError(
+                "parameter 'onnx_model' is empty, so the weights are exported at start-up, at a fixed size: set "
+                "input_width and input_height (or pass an export: onnx_model:=DIR from `vseg export`)"
+            )
+    elif p["onnx_model"]:
+        raise ParameterError("parameter 'onnx_model' needs backend:=onnxruntime (backend torch runs `weights`)")
+    providers = tuple(p["providers"])
+    if not providers or len(set(providers)) != len(providers):
+        raise ParameterError(
+            f"parameter 'providers' must list distinct providers (tensorrt, cuda, cpu), got {list(providers)}"
+        )
     cameras = tuple(p["cameras"])
     if not cameras or len(set(cameras)) != len(cameras):
         raise ParameterError(f"parameter 'cameras' must list distinct namespaces (\"\" for `image`), got {cameras}")
@@ -201,6 +244,9 @@ def read_config(node: Node) -> NodeConfig:
         model=p["model"],
         weights=p["weights"],
         device=device,
+        backend=backend,
+        onnx_model=p["onnx_model"],
+        providers=providers,
         precision=_choice("precision", p["precision"], PRECISIONS),
         cameras=cameras,
         compressed=p["compressed"],

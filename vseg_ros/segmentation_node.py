@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -57,7 +58,7 @@ from vseg_ros.conversions import (
 )
 from vseg_ros.latest_frame import LatestFrameMailbox
 from vseg_ros.legend import render_legend
-from vseg_ros.model_loading import load_model_for_node
+from vseg_ros.model_loading import load_runner_for_node
 from vseg_ros.parameters import NodeConfig, ParameterError, check_keyframe_settings, declare_parameters, read_config
 from vseg_ros.ros_process import ignore_stop_signals, install_stop_handlers
 from vseg_ros.stream_stats import StreamStats
@@ -109,6 +110,7 @@ class _SegmentationWork:
         self._own_services: list = []
         self._other_publishers: list = []
         self._diagnostics_timer = None
+        self._export_dir: tempfile.TemporaryDirectory | None = None
         self._worker: threading.Thread | None = None
         self._running = False
         self._mailbox: LatestFrameMailbox[str, Image | CompressedImage] = LatestFrameMailbox()
@@ -131,11 +133,16 @@ class _SegmentationWork:
         """Raises ParameterError (or ValueError, FileNotFoundError) naming the parameter; then nothing
         is left half-built."""
         self.config = read_config(self)
-        model, classes = load_model_for_node(self.config, self.get_logger())
-        if not self.config.model:  # `model` left empty: the checkpoint's
-            self.config = replace(self.config, model=model.checkpoint_record.model)
+        if self.config.backend == "onnxruntime" and not self.config.onnx_model:
+            # The weights' export lives as long as the configuration (removed at cleanup or exit).
+            self._export_dir = tempfile.TemporaryDirectory(prefix="vseg-onnx-")
+        export_dir = Path(self._export_dir.name) if self._export_dir is not None else None
+        loaded = load_runner_for_node(self.config, self.get_logger(), export_dir)
+        model = loaded.runner
+        if not self.config.model:  # `model` left empty: the checkpoint's (or the export's)
+            self.config = replace(self.config, model=loaded.name)
         self._num_classes = model.num_classes
-        self._model_classes = classes
+        self._model_classes = loaded.classes
         self.classes: ClassPalette = self._load_palette(self.config.palette_file)
         self._palette = np.asarray(self.classes.colors, dtype=np.uint8).reshape(-1, 3)
         self._warm_up(model)  # before subscribing: a player that waits for subscribers must not start early
@@ -171,7 +178,11 @@ class _SegmentationWork:
         self._diagnostics_timer = self.create_timer(_DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=steady)
         self.get_logger().info(
             f"segmenting {', '.join(self._topic(c) for c in self._cameras)} with {self.config.model} "
-            f"on {self.device} ({self.config.precision})"
+            + (
+                f"on {self.device} ({self.config.precision})"
+                if self.config.backend == "torch"
+                else f"in onnxruntime ({', '.join(self.config.providers)})"
+            )
         )
 
     def _deactivate(self) -> None:
@@ -202,6 +213,9 @@ class _SegmentationWork:
         on_cuda = self.device is not None and self.device.type == "cuda"
         self._cameras = {}  # the segmenters hold the model and the temporal state: both go here
         self.device = None
+        if self._export_dir is not None:
+            self._export_dir.cleanup()
+            self._export_dir = None
         if on_cuda:
             torch.cuda.empty_cache()  # hand the freed blocks back to the driver, not only to torch's cache
 
@@ -209,6 +223,7 @@ class _SegmentationWork:
     def _make_camera(self, name: str, model) -> _Camera:
         segmenter = VideoSegmenter(
             model,
+            backend=self.config.backend,
             device=self.config.device,
             precision=self.config.precision,
             keyframe_policy=self._keyframe_policy(self.config.keyframe_policy, self.config.keyframe_interval),
@@ -237,8 +252,8 @@ class _SegmentationWork:
         # cameras' temporal states untouched.
         height, width = self.config.input_size or _WARM_UP_SIZE
         VideoSegmenter(
-            model, device=self.config.device, precision=self.config.precision, input_size=self.config.input_size,
-            timing=False,
+            model, backend=self.config.backend, device=self.config.device, precision=self.config.precision,
+            input_size=self.config.input_size, timing=False,
         ).step(np.zeros((height, width, 3), np.uint8))  # fmt: skip
 
     def _topic(self, camera: str) -> str:
@@ -404,6 +419,7 @@ class _SegmentationWork:
                 "topic": self.resolve_topic_name(self._topic(camera.name)),
                 "model": self.config.model,
                 "device": str(self.device),
+                "backend": self.config.backend,
                 "rate_hz": f"{s.rate_hz:.2f}",
                 "latency_p50_ms": f"{s.latency_p50_ms:.1f}",
                 "latency_p95_ms": f"{s.latency_p95_ms:.1f}",
@@ -430,6 +446,8 @@ class _SegmentationWork:
         # shutdown), so the parts built late may not exist.
         if hasattr(self, "_mailbox"):
             self._stop_worker()
+        if getattr(self, "_export_dir", None) is not None:
+            self._export_dir.cleanup()
         super().destroy_node()
 
 
