@@ -22,6 +22,7 @@ from vseg_core.metrics import ConfusionMatrix, FlickerMeter, KeyframeOffsetMeter
 from vseg_core.models.streaming import StreamingSegmenter
 from vseg_core.palette import ClassPalette
 from vseg_core.resets import RESET_NONE, ResetConfig, StreamResetDetector
+from vseg_core.runtime_onnx import OnnxSegmenter
 from vseg_core.stream import VideoSegmenter
 from vseg_ros.bags import BagError, BagWriter, list_topics, read_messages
 from vseg_ros.conversions import (
@@ -34,7 +35,7 @@ from vseg_ros.conversions import (
     rgb_to_image,
 )
 
-__all__ = ["BagEvalResult", "evaluate_bag", "write_sequences_bag"]
+__all__ = ["BagEvalResult", "evaluate_bag", "first_frame_size", "write_sequences_bag"]
 
 _SEQUENCE_GAP_NS = 5_000_000_000  # between sequences in one bag: longer than any reset gap
 
@@ -120,9 +121,16 @@ def _frames(
     stats["labels_without_image"] = len(pending_labels)
 
 
+def first_frame_size(bag: str | Path, image_topic: str) -> tuple[int, int]:
+    """(height, width) of the first image on ``image_topic``: the size to export a graph at."""
+    for _, frame, _ in _frames(Path(bag), image_topic, None, {}):
+        return frame.shape[0], frame.shape[1]
+    raise BagError(f"bag {bag} has no frames on {image_topic}")
+
+
 def evaluate_bag(
     bag: str | Path,
-    model: StreamingSegmenter,
+    model: StreamingSegmenter | OnnxSegmenter,
     palette: ClassPalette,
     *,
     image_topic: str,
@@ -132,7 +140,10 @@ def evaluate_bag(
     reset_gap_s: float = 1.0,
     write: str | Path | None = None,
 ) -> BagEvalResult:
-    """Score ``model`` on a bag; ``write``: a new bag with the input plus predictions and info."""
+    """Score ``model`` on a bag; ``write``: a new bag with the input plus predictions and info.
+
+    model: a torch model (run on ``device``) or an ONNX Runtime export (backend onnxruntime).
+    """
     bag = Path(bag)
     if model.num_classes != palette.num_classes:
         raise ValueError(f"the model predicts {model.num_classes} classes, the palette has {palette.num_classes}")
@@ -140,7 +151,10 @@ def evaluate_bag(
         topics = ", ".join(f"{t.name} [{t.msgtype}]" for t in list_topics(bag))
         raise BagError(f"bag {bag} has no topic {label_topic}; its topics: {topics}")
     ignore = palette.ignore_index if palette.ignore_index >= 0 else None
-    segmenter = VideoSegmenter(model, device=device, keyframe_policy=keyframe_policy)
+    if isinstance(model, OnnxSegmenter):
+        segmenter = VideoSegmenter(model, backend="onnxruntime", keyframe_policy=keyframe_policy)
+    else:
+        segmenter = VideoSegmenter(model, device=device, keyframe_policy=keyframe_policy)
     resets = StreamResetDetector(ResetConfig(reset_gap_s if reset_gap_s > 0 else float("inf")))
     confusion, flicker = ConfusionMatrix(palette.num_classes, ignore), FlickerMeter()
     offsets = KeyframeOffsetMeter(palette.num_classes, ignore)
@@ -202,6 +216,7 @@ def evaluate_bag(
     iou = confusion.iou()
     report = {
         "model": getattr(model, "model_name", type(model).__name__),
+        "backend": segmenter.backend,
         "frames": evaluated,
         "labelled_frames": labelled,
         "miou": confusion.miou(),

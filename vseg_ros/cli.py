@@ -82,32 +82,56 @@ def _bag_make(args: argparse.Namespace) -> int:
 
 
 def _bag_eval(args: argparse.Namespace) -> int:
+    import tempfile
     from pathlib import Path
 
     from vseg_core.checkpoint import CheckpointError, load_checkpoint
     from vseg_core.data import dataset_palette
+    from vseg_core.export import ExportConfig, export_model
     from vseg_core.keyframes import FixedInterval
     from vseg_core.models.registry import create_model
     from vseg_core.pretrained import checkpoint_path
-    from vseg_ros.bag_tools import evaluate_bag
+    from vseg_core.runtime_onnx import OnnxSegmenter, resolve_providers
+    from vseg_ros.bag_tools import evaluate_bag, first_frame_size
     from vseg_ros.bags import BagError
 
+    if args.onnx_model and args.backend != "onnxruntime":
+        raise CliError("--onnx-model is an export for --backend onnxruntime")
+    if args.providers and args.backend != "onnxruntime":
+        raise CliError("--providers are onnxruntime's: add --backend onnxruntime")
+    providers = args.providers.split(",") if args.providers else None
     try:
         palette = dataset_palette(args.classes)
-        if args.weights:
-            model = load_checkpoint(checkpoint_path(args.weights), expect_model=args.model)
-            palette = model.checkpoint_record.palette or palette
-        else:
-            model = create_model(args.model, num_classes=palette.num_classes)
-            print(
-                f"vseg bag eval: WARNING: {args.model} has RANDOM weights; its accuracy means nothing", file=sys.stderr
-            )
-        result = evaluate_bag(
-            args.bag, model.eval(), palette, image_topic=args.image_topic, label_topic=args.label_topic,
-            device=args.device, keyframe_policy=FixedInterval(args.interval), reset_gap_s=args.reset_gap,
-            write=args.write,
-        )  # fmt: skip
-    except (ValueError, BagError, CheckpointError) as exc:
+        with tempfile.TemporaryDirectory(prefix="vseg-bag-eval-") as exports:
+            if args.onnx_model:
+                model = OnnxSegmenter(args.onnx_model, providers=providers)
+                if model.model_name != args.model:
+                    raise CliError(
+                        f"--onnx-model {args.onnx_model} is an export of {model.model_name!r}, not {args.model!r}"
+                    )
+                palette = model.palette or palette
+            else:
+                if args.weights:
+                    model = load_checkpoint(checkpoint_path(args.weights), expect_model=args.model)
+                    palette = model.checkpoint_record.palette or palette
+                else:
+                    model = create_model(args.model, num_classes=palette.num_classes)
+                    print(
+                        f"vseg bag eval: WARNING: {args.model} has RANDOM weights; its accuracy means nothing",
+                        file=sys.stderr,
+                    )
+                model.eval()
+                if args.backend == "onnxruntime":  # exported here, at the size of the bag's frames
+                    resolve_providers(providers)  # before the export: a missing provider fails at once
+                    height, width = first_frame_size(args.bag, args.image_topic)
+                    sidecar = export_model(model, exports, ExportConfig(height=height, width=width), palette=palette)
+                    model = OnnxSegmenter(sidecar, providers=providers)
+            result = evaluate_bag(
+                args.bag, model, palette, image_topic=args.image_topic, label_topic=args.label_topic,
+                device=args.device, keyframe_policy=FixedInterval(args.interval), reset_gap_s=args.reset_gap,
+                write=args.write,
+            )  # fmt: skip
+    except (ValueError, BagError, CheckpointError) as exc:  # ExportError is a ValueError
         raise CliError(str(exc)) from None
     report = result.report
     if args.out:
@@ -217,7 +241,13 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default="synthetic", help="label set without a checkpoint: synthetic or camvid")
     p.add_argument("--interval", type=int, default=5, help="keyframe interval")
     p.add_argument("--reset-gap", type=float, default=1.0, help="reset on stamp jumps beyond this (s)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="backend torch: auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--backend", choices=("torch", "onnxruntime"), default="torch",
+        help="onnxruntime: run --onnx-model, or the weights exported at the size of the bag's frames",
+    )  # fmt: skip
+    p.add_argument("--onnx-model", metavar="DIR", help="an export (`vseg export`) of --model for --backend onnxruntime")
+    p.add_argument("--providers", metavar="P[,P...]", help="onnxruntime execution providers (default cpu)")
     p.add_argument("--write", help="new bag: the input plus /vseg/labels, /vseg/color, /vseg/info")
     p.add_argument("--out", help="folder for bag_eval.json")
     p.add_argument("--json", action="store_true")

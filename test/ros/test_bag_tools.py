@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 from sensor_msgs.msg import Image
 
 from vseg.msg import SegmentationInfo
+from vseg_core.checkpoint import save_checkpoint
 from vseg_core.evaluate import evaluate, evaluation_sequences
+from vseg_core.export import ExportConfig, export_model
 from vseg_core.models.registry import create_model
+from vseg_core.runtime_onnx import OnnxSegmenter
 from vseg_ros.bag_tools import evaluate_bag, write_sequences_bag
 from vseg_ros.bags import BagError, list_topics, read_messages
+from vseg_ros.conversions import image_to_labels
+
+
+def _vseg(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vseg_ros.cli", *args], capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +92,35 @@ def test_bag_make_writes_cityscapes_snippets_with_their_one_label(tmp_path):
     assert out.returncode == 0, out.stderr
     topics = {t.name: t.count for t in list_topics(tmp_path / "bag")}
     assert topics == {"/camera/image_raw": 40, "/camera/labels": 2}
+
+
+def test_bag_eval_in_onnxruntime_gives_the_torch_labels_and_refuses_a_mismatched_export(tmp_path, data):
+    sequences, palette, model = data
+    bag = tmp_path / "bag"
+    write_sequences_bag(sequences, [15.0, 15.0], bag)
+    kwargs = {"image_topic": "/camera/image_raw", "label_topic": "/camera/labels", "device": "cpu"}
+    by_torch = evaluate_bag(bag, model, palette, **kwargs, write=tmp_path / "torch").report
+    sidecar = export_model(model, tmp_path / "export", ExportConfig(height=48, width=64))
+    by_ort = evaluate_bag(bag, OnnxSegmenter(sidecar), palette, **kwargs, write=tmp_path / "ort").report
+    assert (by_torch["backend"], by_ort["backend"]) == ("torch", "onnxruntime")
+    assert by_ort["frames"] == 8 and [s["reset_reason"] for s in by_ort["sequences"]] == ["first_frame", "stamp_gap"]
+    labels = {
+        name: [image_to_labels(m) for _, _, m in read_messages(tmp_path / name, {"/vseg/labels": Image})]
+        for name in ("torch", "ort")
+    }
+    assert min(float((a == b).mean()) for a, b in zip(labels["torch"], labels["ort"], strict=True)) >= 0.999
+
+    # The command: exported at the bag's frame size, the same graph as above, so the same numbers.
+    with_weights = save_checkpoint(model, tmp_path / "ckpt", palette=palette, dataset="synthetic")
+    topics = ["--image-topic", "/camera/image_raw", "--label-topic", "/camera/labels"]
+    common = ["bag", "eval", str(bag), *topics, "--model", "lstm_icnet_v2", "--weights", str(with_weights)]
+    common += ["--backend", "onnxruntime", "--json"]
+    result = _vseg(*common)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["backend"], report["miou"], report["fip"]) == ("onnxruntime", by_ort["miou"], by_ort["fip"])
+    result = _vseg(*common[:8], "icnet", "--backend", "onnxruntime", "--onnx-model", str(sidecar.parent))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"vseg bag: --onnx-model {sidecar.parent} is an export of 'lstm_icnet_v2', not 'icnet'"
+    ]
