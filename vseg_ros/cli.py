@@ -184,6 +184,7 @@ def _demo(args: argparse.Namespace) -> int:
             bag=Path(args.bag) if args.bag else None, image_topic=args.image_topic, label_topic=args.label_topic,
             video=Path(args.video) if args.video else None, frames=args.frames, height=args.height,
             width=args.width, out=Path(args.out), device=args.device, rate_hz=args.rate, timeout_s=args.timeout,
+            backend=args.backend,
         )  # fmt: skip
         result = run_demo(config, echo=lambda line: print(line, flush=True))
     except DemoError as exc:
@@ -293,6 +294,10 @@ def build_ros_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="longest wait for one frame's result")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument(
+        "--backend", choices=("torch", "onnxruntime"), default="torch",
+        help="the nodes' backend (onnxruntime: each node exports its weights at its stream's frame size)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(handler=_demo)
     return parser

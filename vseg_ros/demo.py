@@ -118,8 +118,15 @@ class DemoConfig:
     timeout_s: float = 60.0
     start_timeout_s: float = 180.0
     alpha: float = 0.5
+    backend: str = "torch"  # onnxruntime: every node exports its weights at its stream's frame size
 
     def __post_init__(self) -> None:
+        if self.backend not in ("torch", "onnxruntime"):
+            raise DemoError(f"backend must be torch or onnxruntime, got {self.backend!r}")
+        if self.backend == "onnxruntime" and self.device not in ("auto", "cpu"):
+            raise DemoError(
+                f"--backend onnxruntime runs on onnxruntime's CPU provider here, not --device {self.device}"
+            )
         if self.bag is not None and self.video is not None:
             raise DemoError("give --bag or --video, not both")
         if self.bag is None and (self.image_topic or self.label_topic):
@@ -476,17 +483,23 @@ def prepare_output(out: Path, need_bytes: int) -> None:
 class _NodeProcess:
     """segmentation_node for one model, as users start it, its output in a log file."""
 
-    def __init__(self, model: DemoModel, config: DemoConfig, *, namespace: str, compressed: bool, logs: Path) -> None:
+    def __init__(
+        self, model: DemoModel, config: DemoConfig, *, namespace: str, compressed: bool, frame_size: tuple[int, int],
+        logs: Path,
+    ) -> None:  # fmt: skip
         params = {
             "model": model.record.model,
             "weights": str(model.path),
             "device": config.device,
+            "backend": config.backend,
             "compressed": compressed,
             # The demo colours the labels itself; nobody subscribes to these anyway.
             "publish_color": False,
             "publish_overlay": False,
             "publish_confidence": False,
         }
+        if config.backend == "onnxruntime":  # the graph's fixed size: the stream's frames
+            params.update(device="auto", input_height=frame_size[0], input_width=frame_size[1])
         self.log = logs / f"{model.name.replace('#', '_')}.node.log"
         params_file = logs / f"{model.name.replace('#', '_')}.params.yaml"
         params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
@@ -583,7 +596,10 @@ def _run_model(
     topic = f"{namespace}/image" + ("/compressed" if stream.compressed else "")
     publisher = node.create_publisher(CompressedImage if stream.compressed else Image, topic, _FRAME_QOS)
     started = time.monotonic()
-    process = _NodeProcess(model, config, namespace=namespace, compressed=stream.compressed, logs=logs)
+    frame_size = stream.frames[0].shape[:2]
+    process = _NodeProcess(
+        model, config, namespace=namespace, compressed=stream.compressed, frame_size=frame_size, logs=logs
+    )
     try:
 
         def ready() -> bool:
@@ -663,7 +679,7 @@ def _ground_truth_fit(model: DemoModel, stream: DemoStream) -> tuple[bool, int |
     return True, ignore, ""
 
 
-def _score(model: DemoModel, stream: DemoStream, run: _ModelRun) -> dict:
+def _score(model: DemoModel, stream: DemoStream, run: _ModelRun, backend: str) -> dict:
     fits, ignore, note = _ground_truth_fit(model, stream)
     confusion = ConfusionMatrix(model.palette.num_classes, ignore) if fits else None
     flicker = FlickerMeter()
@@ -689,6 +705,7 @@ def _score(model: DemoModel, stream: DemoStream, run: _ModelRun) -> dict:
     return {
         "name": model.name,
         "stream": stream.name,
+        "backend": backend,
         "model": model.record.model,
         "config": model.record.config,
         "checkpoint": str(model.path),
@@ -873,9 +890,11 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     rows: list[dict] = []
     notes: list[str] = []
     for stream, models, runs in plan:
-        scored = [_score(m, stream, r) for m, r in zip(models, runs, strict=True)]
+        scored = [_score(m, stream, r, config.backend) for m, r in zip(models, runs, strict=True)]
         rows += scored
         if stream.labels is not None:
             notes += [f"{r['name']}: no mIoU or FP: {r['metrics_note']}" for r in scored if r["metrics_note"]]
     files, file_notes = _write_outputs(plan, rows, config)
+    if config.backend != "torch":
+        notes.append(f"every node ran backend {config.backend}, its weights exported at its stream's frame size")
     return DemoResult(rows, results_table(rows), files, file_notes + notes)

@@ -28,6 +28,7 @@ from vseg_core.demo_media import (
     sheet_frame_indices,
 )
 from vseg_core.evaluate import evaluate, evaluation_sequences
+from vseg_core.export import ExportConfig, export_model
 from vseg_core.pretrained import shipped_checkpoint, shipped_checkpoints
 from vseg_ros.cli import main
 from vseg_ros.demo import DemoError, DemoModel, assign_streams, prepare_output
@@ -116,6 +117,31 @@ def test_table_json_and_labels_equal_the_cores_evaluation(demo_run, checkpoints,
         ]  # fmt: skip
     wrote = [li.removeprefix("wrote ") for li in result.stdout.splitlines() if li.startswith("wrote ")]
     assert wrote == [str(out / n) for n in ("overlay.mp4", "contact_sheet.png", "labels.npz", "results.json")]
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_gives_the_labels_of_the_cores_onnxruntime_path(checkpoints, sequence, tmp_path):
+    out = tmp_path / "demo_output"
+    result = subprocess.run(
+        [sys.executable, "-m", "vseg_ros.cli", "demo", "--models", *checkpoints.values(), "--frames", str(FRAMES),
+         "--height", str(H), "--width", str(W), "--out", str(out), "--backend", "onnxruntime", "--timeout", "120"],
+        capture_output=True, text=True, timeout=400, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "note: every node ran backend onnxruntime, its weights exported at its stream's frame size" in result.stdout
+    rows = {r["model"]: r for r in json.loads((out / "results.json").read_text())["models"]}
+    labels = np.load(out / "labels.npz")
+    for name, checkpoint in checkpoints.items():
+        row = rows[name]
+        assert row["backend"] == "onnxruntime"
+        assert row["frames_processed"] == FRAMES and row["node_exit_status"] == 0
+        # The node exported the weights at the stream's size when it started: the same graph as this one.
+        sidecar = export_model(load_checkpoint(checkpoint), tmp_path / name, ExportConfig(height=H, width=W))
+        segmenter = VideoSegmenter(sidecar.parent, backend="onnxruntime")
+        torch_labels = _core_labels(checkpoint, sequence.frames)
+        for i, frame in enumerate(sequence.frames):
+            np.testing.assert_array_equal(labels[row["name"]][i], segmenter.step(frame).labels, err_msg=f"{name} {i}")
+            assert (labels[row["name"]][i] == torch_labels[i]).mean() >= 0.999
 
 
 @pytest.mark.slow
