@@ -190,6 +190,13 @@ def test_provider_that_is_not_installed_is_refused(lstm_export):
         OnnxSegmenter(lstm_export[0], providers=["tpu"])
 
 
+def test_sessions_do_not_spin_after_a_run(lstm_export):
+    # Spinning pool threads would take the cores from the postprocessing that follows every run.
+    onnx = OnnxSegmenter(lstm_export[0])
+    for session in onnx.sessions.values():
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_state_of_the_wrong_shape_and_wrong_frames_are_refused(lstm_export):
     onnx = OnnxSegmenter(lstm_export[0])
     frame = _frames(1)[0]
