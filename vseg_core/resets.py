@@ -57,8 +57,19 @@ class StreamResetDetector:
     def check(self, stamp_ns: int, frame_id: str = "") -> str:
         """Return the reset reason for a frame stamped ``stamp_ns`` (nanoseconds) from ``frame_id``,
         or ``RESET_NONE`` when it continues the previous frame. Updates the remembered frame."""
-        last_stamp, last_frame = self._last_stamp_ns, self._last_frame_id
+        reason = self.peek(stamp_ns, frame_id)
+        self.accept(stamp_ns, frame_id)
+        return reason
+
+    def accept(self, stamp_ns: int, frame_id: str = "") -> None:
+        """Remember this frame as the stream's last (after it went through; see :meth:`peek`)."""
         self._last_stamp_ns, self._last_frame_id = stamp_ns, frame_id
+
+    def peek(self, stamp_ns: int, frame_id: str = "") -> str:
+        """:meth:`check` without remembering the frame: for a caller that remembers it with
+        :meth:`accept` only once the frame went through, so that a frame that failed cannot hide
+        the reset the next one needs."""
+        last_stamp, last_frame = self._last_stamp_ns, self._last_frame_id
         if last_stamp is None:
             return RESET_FIRST_FRAME
         if frame_id != last_frame:

@@ -330,16 +330,22 @@ class VideoSegmenter:
         reset_reason: drop the temporal state first, for this reason (a time jump, another camera:
             the caller decides; one of the RESET_* values). A change of the frame's height or width
             resets by itself (``size_changed``).
-        Raises ``ValueError`` for a bad frame (the state is kept) and ``FloatingPointError`` when the
-        model produced NaN or infinite logits (the state is dropped).
+        Raises ``ValueError`` for a bad frame and whatever the model raises (a frame too small for
+        it, out of memory): the stream is then left exactly as it was, reset included (a reset asked
+        for, or implied by a new size, is applied by the first frame that goes through).
+        ``FloatingPointError`` when the model produced NaN or infinite logits (the state is dropped).
         """
         frame = self._check_frame(frame)
+        if reset_reason is not None and not isinstance(reset_reason, str):
+            raise ValueError(f"reset reason must be a string (a RESET_* value), got {type(reset_reason).__name__}")
         t_start = time.perf_counter()
         size = (frame.shape[0], frame.shape[1])
         if reset_reason:
-            self.reset(reset_reason)
+            starting = reset_reason
         elif self._frame_size is not None and size != self._frame_size:
-            self.reset(RESET_SIZE_CHANGED)
+            starting = RESET_SIZE_CHANGED
+        else:
+            starting = None
 
         if not self.timing:
             timer = NullTimer()
@@ -349,7 +355,7 @@ class VideoSegmenter:
             timer = CpuStageTimer()
         with timer.stage("preprocess"):
             x = self._upload(frame) if self.backend == "torch" else self._host_frame(frame)
-        if self._fresh:
+        if self._fresh or starting:
             state, is_key = self.model.init_state(x), True  # nothing to warp or remember yet
         else:
             state = self._state
@@ -366,6 +372,8 @@ class VideoSegmenter:
             )
 
         # Only a frame that went through commits: a failing step leaves the stream where it was.
+        if starting:
+            self.reset(starting)
         self._state, self._fresh, self._frame_size = out.state, False, size
         reason, self._pending_reset = self._pending_reset, RESET_NONE
         if self.model.uses_keyframes:

@@ -13,9 +13,14 @@ for :func:`image_to_array`) image never gets copied: the array shares memory wit
 keep the message alive as long as the array and do not write into it. (It is left writable on
 purpose: ``torch.from_numpy`` warns on read-only arrays.)
 
-Every failure raises :class:`ConversionError` saying what was expected. Sizes are checked against
-:data:`MAX_SIDE` and :data:`MAX_PIXELS` before anything is allocated, so a message that declares a
-huge image with little data, or a PNG/JPEG whose header declares one, costs nothing.
+Every failure raises :class:`ConversionError` saying what was expected, with a ``reason`` code (one of
+:data:`REJECTION_REASONS`) that the node counts. Sizes are checked against :class:`SizeLimits`
+(the node's from its parameters; :data:`MAX_SIDE` and :data:`MAX_PIXELS` at most) before anything is
+allocated, so a message that declares a huge image with little data, or a PNG/JPEG whose header
+declares one, costs nothing. Compressed data must also be complete (a jpeg's end-of-image marker, a
+png's IEND chunk: a truncated file is refused, not filled in by the decoder) and plausibly large for
+the size it declares (far fewer bytes than any encoder writes is a decompression bomb); jpeg EXIF
+orientation is ignored, as camera drivers publish pixels as captured.
 
 Encodings (names as in ROS 2 ``sensor_msgs/image_encodings.hpp``): ``rgb8``, ``bgr8``, ``rgba8``,
 ``bgra8``, ``mono8``, ``mono16``, and packed YUV 4:2:2: ``uyvy`` (bytes U Y0 V Y1) with its
@@ -36,13 +41,16 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "ENCODINGS",
     "MAX_PIXELS",
     "MAX_SIDE",
+    "REJECTION_REASONS",
     "SUPPORTED_ENCODINGS",
     "ConversionError",
     "NativeImage",
     "PixelFormat",
+    "SizeLimits",
     "array_to_compressed",
     "colorize",
     "compressed_to_array",
@@ -65,10 +73,59 @@ MAX_SIDE = 16384
 """Largest accepted width or height, in pixels: above any automotive or robot camera (8K is 7680)."""
 MAX_PIXELS = 1 << 28
 """Largest accepted width x height: 268 M pixels, 805 MB as rgb8. Guards against headers that lie."""
+# Fewest bytes per pixel a complete file can have: deflate cannot compress beyond 1032:1 (png, of
+# its raw rows); a baseline or progressive jpeg spends at least one bit per 8x8 block and channel
+# (measured: a constant image is 85 pixels per byte at any quality). Margins of 2x and 4x.
+_PNG_MAX_RATIO = 2064
+_JPEG_MAX_PIXELS_PER_BYTE = 2048
+
+
+REJECTION_REASONS = (
+    "unknown_encoding",  # Image.encoding is none of SUPPORTED_ENCODINGS
+    "bad_layout",  # step shorter than a row, odd width for 4:2:2
+    "size_mismatch",  # fewer data bytes than height x step
+    "empty",  # 0 pixels
+    "too_small",  # a side below SizeLimits.min_side
+    "too_large",  # a side or the pixel count above SizeLimits
+    "unknown_format",  # CompressedImage.format neither jpeg nor png, or no data
+    "format_mismatch",  # the format names one codec, the bytes are the other
+    "corrupt",  # no jpeg or png header, broken markers
+    "truncated",  # a jpeg without its end-of-image marker, a png without IEND
+    "implausible_size",  # far fewer bytes than any encoder writes for the declared size
+    "decode_failed",  # the decoder refused, or decoded another size than the header says
+    "invalid",  # anything else (arrays handed to the encoders)
+)
+"""Why a frame was refused: the reason codes of :class:`ConversionError`."""
 
 
 class ConversionError(ValueError):
-    """An image message or array that cannot be converted; the message says what was expected."""
+    """An image message or array that cannot be converted; the message says what was expected and
+    ``reason`` (one of :data:`REJECTION_REASONS`) says which kind of problem it is."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """Frame sizes that are accepted: at least ``min_side`` and at most ``max_side`` pixels per side,
+    at most ``max_pixels`` in all. Checked from headers, before any pixel is allocated or decoded."""
+
+    max_side: int = MAX_SIDE
+    max_pixels: int = MAX_PIXELS
+    min_side: int = 1
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.min_side <= self.max_side <= MAX_SIDE and 1 <= self.max_pixels <= MAX_PIXELS):
+            raise ValueError(
+                f"size limits must satisfy 1 <= min_side <= max_side <= {MAX_SIDE} and 1 <= max_pixels <= "
+                f"{MAX_PIXELS}, got {self}"
+            )
+
+
+DEFAULT_LIMITS = SizeLimits()
+"""The widest limits: :data:`MAX_SIDE` and :data:`MAX_PIXELS`."""
 
 
 @dataclass(frozen=True)
@@ -132,18 +189,24 @@ class NativeImage:
         return self.pixels.shape[1]
 
 
-def _check_size(height: int, width: int, what: str) -> None:
+def _check_size(height: int, width: int, what: str, limits: SizeLimits = DEFAULT_LIMITS) -> None:
     if height <= 0 or width <= 0:
-        raise ConversionError(f"{what} is empty: {width}x{height} pixels; expected at least 1x1")
-    if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
+        raise ConversionError(f"{what} is empty: {width}x{height} pixels; expected at least 1x1", "empty")
+    if height > limits.max_side or width > limits.max_side or height * width > limits.max_pixels:
         raise ConversionError(
             f"{what} of {width}x{height} pixels is larger than allowed "
-            f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)"
+            f"(at most {limits.max_side} per side and {limits.max_pixels} pixels)",
+            "too_large",
+        )
+    if min(height, width) < limits.min_side:
+        raise ConversionError(
+            f"{what} of {width}x{height} pixels is smaller than allowed (at least {limits.min_side} per side)",
+            "too_small",
         )
 
 
 # ------------------------------------------------------------------------------------ Image -> numpy
-def image_to_native(msg: Image) -> NativeImage:
+def image_to_native(msg: Image, limits: SizeLimits = DEFAULT_LIMITS) -> NativeImage:
     """Check ``msg`` and view its pixels without copying (see :class:`NativeImage`).
 
     Checks, in this order and before touching the data: known encoding, sane size, even width for
@@ -152,20 +215,24 @@ def image_to_native(msg: Image) -> NativeImage:
     """
     fmt = ENCODINGS.get(msg.encoding.lower())
     if fmt is None:
-        raise ConversionError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+        raise ConversionError(
+            f"unsupported encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}", "unknown_encoding"
+        )
     height, width, step = msg.height, msg.width, msg.step
-    _check_size(height, width, f"{msg.encoding} image")
+    _check_size(height, width, f"{msg.encoding} image", limits)
     if fmt.even_width and width % 2:
-        raise ConversionError(f"{msg.encoding} needs an even width (2 pixels share U and V), got {width}")
+        raise ConversionError(f"{msg.encoding} needs an even width (2 pixels share U and V), got {width}", "bad_layout")
     row_bytes = width * fmt.bytes_per_pixel
     if step < row_bytes:
         raise ConversionError(
-            f"step {step} is shorter than a row of {width} {msg.encoding} pixels; expected at least {row_bytes} bytes"
+            f"step {step} is shorter than a row of {width} {msg.encoding} pixels; expected at least {row_bytes} bytes",
+            "bad_layout",
         )
     data = np.frombuffer(msg.data, dtype=np.uint8)  # a view: msg.data is array.array or bytes
     if data.size < height * step:
         raise ConversionError(
-            f"{msg.encoding} image of {width}x{height} with step {step} needs {height * step} bytes, got {data.size}"
+            f"{msg.encoding} image of {width}x{height} with step {step} needs {height * step} bytes, got {data.size}",
+            "size_mismatch",
         )
     # Padding is skipped by slicing: strides (step, 1), still a view of msg.data.
     rows = data[: height * step].reshape(height, step)[:, :row_bytes]
@@ -228,12 +295,12 @@ def image_to_labels(msg: Image) -> np.ndarray:
     return pixels.astype(np.uint8 if pixels.dtype.itemsize == 1 else np.uint16)
 
 
-def image_to_array(msg: Image) -> np.ndarray:
+def image_to_array(msg: Image, limits: SizeLimits = DEFAULT_LIMITS) -> np.ndarray:
     """What the segmenter takes: (H, W, 3) uint8 RGB, or (H, W) uint8 for mono8/mono16 images.
 
     rgb8 and mono8 are views of ``msg.data``; other encodings are converted once.
     """
-    return native_to_model_input(image_to_native(msg))
+    return native_to_model_input(image_to_native(msg, limits))
 
 
 # -------------------------------------------------------------------------- CompressedImage -> numpy
@@ -247,13 +314,13 @@ def _declared_size(data: bytes | memoryview) -> tuple[str, int, int]:
     """(codec, width, height) from a PNG or JPEG header, without decoding anything."""
     if bytes(data[:8]) == _PNG_MAGIC:
         if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
-            raise ConversionError("png data is truncated before its IHDR header")
+            raise ConversionError("png data is truncated before its IHDR header", "truncated")
         return "png", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if bytes(data[:2]) == b"\xff\xd8":
         pos = 2
         while pos + 4 <= len(data):
             if data[pos] != 0xFF:
-                raise ConversionError(f"jpeg data is corrupt: expected a marker at byte {pos}")
+                raise ConversionError(f"jpeg data is corrupt: expected a marker at byte {pos}", "corrupt")
             marker = data[pos + 1]
             if marker == 0xFF:  # fill byte before a marker
                 pos += 1
@@ -271,15 +338,44 @@ def _declared_size(data: bytes | memoryview) -> tuple[str, int, int]:
             if marker in (0xD9, 0xDA) or length < 2:  # end of image or scan data before any frame
                 break
             pos += 2 + length
-        raise ConversionError("jpeg data is corrupt: no frame header (SOF) found")
+        raise ConversionError("jpeg data is corrupt: no frame header (SOF) found", "corrupt")
     head = bytes(data[:8]).hex(" ")
-    raise ConversionError(f"compressed data is neither jpeg nor png (starts with {head or 'nothing'})")
+    raise ConversionError(f"compressed data is neither jpeg nor png (starts with {head or 'nothing'})", "corrupt")
+
+
+def _check_complete_and_plausible(codec: str, data: np.ndarray, width: int, height: int) -> None:
+    """Refuse truncated files and files far smaller than their declared size allows (see above)."""
+    if codec == "jpeg":
+        end = len(data)
+        while end > 2 and data[end - 1] == 0:  # some camera drivers pad frames with zero bytes
+            end -= 1
+        if bytes(data[end - 2 : end]) != b"\xff\xd9":
+            raise ConversionError(
+                f"jpeg image of {width}x{height} ({data.size} bytes) is truncated: no end-of-image marker", "truncated"
+            )
+        least = width * height // _JPEG_MAX_PIXELS_PER_BYTE
+    else:
+        if data.size < 45 or bytes(data[-8:-4]) != b"IEND":
+            raise ConversionError(
+                f"png image of {width}x{height} ({data.size} bytes) is truncated: it does not end with IEND",
+                "truncated",
+            )
+        bit_depth, colour_type = int(data[24]), int(data[25])
+        channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour_type, 4)
+        raw = height * (1 + (width * channels * bit_depth + 7) // 8)  # filter byte + packed samples per row
+        least = raw // _PNG_MAX_RATIO
+    if data.size < least:
+        raise ConversionError(
+            f"{codec} image declares {width}x{height} pixels in {data.size} bytes, fewer than the {least} any "
+            "complete file of that size needs: refused undecoded (a decompression bomb or a damaged header)",
+            "implausible_size",
+        )
 
 
 _FORMAT_CODEC = re.compile(r"\b(jpeg|jpg|png)\b")
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+def compressed_to_rgb(msg: CompressedImage, limits: SizeLimits = DEFAULT_LIMITS) -> np.ndarray:
     """(H, W, 3) uint8 RGB from a jpeg or png CompressedImage.
 
     ``msg.format`` may be empty, a codec ("jpeg", "png") or image_transport's
@@ -287,32 +383,41 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     a named codec must match the data's magic bytes. Like image_transport's decoder, the decoded
     image is taken as OpenCV's BGR order (what ``cv2.imencode`` writes), grey is replicated to
     three channels and 16-bit PNGs are reduced to 8 bits. The size in the file's header is checked
-    before decoding, so a small file declaring a huge image is refused without allocating it.
+    against ``limits``, and the file for completeness and a plausible size, before decoding, so a
+    small file declaring a huge image is refused without allocating it. EXIF orientation is ignored.
     """
     fmt = msg.format.lower()
     named = _FORMAT_CODEC.search(fmt)
     if "compresseddepth" in fmt or (fmt and named is None):
-        raise ConversionError(f"compressed format {msg.format!r} is not supported; expected jpeg or png")
+        raise ConversionError(
+            f"compressed format {msg.format!r} is not supported; expected jpeg or png", "unknown_format"
+        )
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
-        raise ConversionError("compressed image has no data; expected jpeg or png bytes")
+        raise ConversionError("compressed image has no data; expected jpeg or png bytes", "unknown_format")
     codec, width, height = _declared_size(memoryview(data))
     if named is not None and codec != ("jpeg" if named.group(1) == "jpg" else named.group(1)):
-        raise ConversionError(f"compressed format {msg.format!r} names {named.group(1)}, but the data is {codec}")
-    _check_size(height, width, f"{codec} image")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        raise ConversionError(
+            f"compressed format {msg.format!r} names {named.group(1)}, but the data is {codec}", "format_mismatch"
+        )
+    _check_size(height, width, f"{codec} image", limits)
+    _check_complete_and_plausible(codec, data, width, height)
+    # Pixels as captured: camera drivers do not rotate by EXIF, and a rotated non-square image would
+    # no longer match its header.
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
-        raise ConversionError(f"{codec} image of {width}x{height} ({data.size} bytes) does not decode")
+        raise ConversionError(f"{codec} image of {width}x{height} ({data.size} bytes) does not decode", "decode_failed")
     if bgr.shape[:2] != (height, width):
         raise ConversionError(
-            f"{codec} image decoded to {bgr.shape[1]}x{bgr.shape[0]}, but its header says {width}x{height}"
+            f"{codec} image decoded to {bgr.shape[1]}x{bgr.shape[0]}, but its header says {width}x{height}",
+            "decode_failed",
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def compressed_to_array(msg: CompressedImage) -> np.ndarray:
+def compressed_to_array(msg: CompressedImage, limits: SizeLimits = DEFAULT_LIMITS) -> np.ndarray:
     """What the segmenter takes from a CompressedImage: (H, W, 3) uint8 RGB (see compressed_to_rgb)."""
-    return compressed_to_rgb(msg)
+    return compressed_to_rgb(msg, limits)
 
 
 # ------------------------------------------------------------------------------------ numpy -> Image

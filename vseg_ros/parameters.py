@@ -15,6 +15,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     ParameterType,
 )
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
 __all__ = [
@@ -37,6 +38,9 @@ BACKENDS = ("torch", "onnxruntime")  # vseg_core.runtime_onnx.BACKENDS (a test h
 # files import this module, and importing vseg_core would import torch into every launch
 KEYFRAME_POLICIES = ("fixed", "adaptive")
 MAX_INPUT_SIDE = 8192
+# Smallest frame side the node takes (and smallest input_width/height): below 24 pixels ICNet's
+# pyramid pooling has no cells; no camera is that small.
+MIN_INPUT_SIDE = 32
 
 
 class ParameterError(ValueError):
@@ -57,6 +61,8 @@ class NodeConfig:
     keyframe_policy: str
     keyframe_interval: int
     input_size: tuple[int, int] | None  # (height, width), None: the camera's size
+    max_input_side: int  # frames beyond these are refused before decoding
+    max_input_pixels: int
     palette_file: str
     publish_color: bool
     publish_overlay: bool
@@ -143,6 +149,22 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
             integer_range=[IntegerRange(from_value=0, to_value=MAX_INPUT_SIDE, step=1)],
         ),
     ),
+    "max_input_side": (
+        4096,
+        _descriptor(
+            "frames with a longer side are refused from their header, before decoding (decompression bombs)",
+            _INT,
+            integer_range=[IntegerRange(from_value=MIN_INPUT_SIDE, to_value=16384, step=1)],
+        ),
+    ),
+    "max_input_megapixels": (
+        16.0,
+        _descriptor(
+            "frames of more pixels are refused from their header, before decoding",
+            _DOUBLE,
+            floating_point_range=[FloatingPointRange(from_value=0.001, to_value=268.0, step=0.0)],
+        ),
+    ),
     "palette_file": (
         "",
         _descriptor(
@@ -177,9 +199,32 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
 }
 
 
+_TYPE_NAMES = {
+    _STR: "a string",
+    _BOOL: "true or false",
+    _INT: "an integer",
+    _DOUBLE: "a number",
+    _STRS: "a list of strings",
+}
+
+
 def declare_parameters(node: Node) -> None:
+    """Declare every parameter; a value given at start-up that has the wrong type or is out of its
+    range is a ParameterError naming it (rclpy's own exception would end start-up with a traceback)."""
+    # The value given (command line, parameters file): rclpy keeps the overrides in this attribute
+    # in Humble and Jazzy alike; without it the message just leaves the value out.
+    given = getattr(node, "_parameter_overrides", {})
     for name, (default, descriptor) in PARAMETERS.items():
-        node.declare_parameter(name, default, descriptor)
+        try:
+            node.declare_parameter(name, default, descriptor)
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            ranges = descriptor.integer_range or descriptor.floating_point_range
+            if isinstance(exc, InvalidParameterTypeException) or not ranges:
+                expected = _TYPE_NAMES[descriptor.type]
+            else:
+                expected = f"in {ranges[0].from_value}..{ranges[0].to_value}"
+            got = f", got {given[name].value!r}" if name in given else ""
+            raise ParameterError(f"parameter '{name}' must be {expected}{got}") from None
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -237,6 +282,10 @@ def read_config(node: Node) -> NodeConfig:
     width, height = p["input_width"], p["input_height"]
     if (width == 0) != (height == 0):
         raise ParameterError("parameters 'input_width' and 'input_height' must both be 0 or both be set")
+    if width and min(width, height) < MIN_INPUT_SIDE:
+        raise ParameterError(
+            f"parameters 'input_width' and 'input_height' must be at least {MIN_INPUT_SIDE}, got {width}x{height}"
+        )
     gap = p["reset_gap_s"]
     if math.isnan(gap) or gap < 0:
         raise ParameterError(f"parameter 'reset_gap_s' must be >= 0 seconds (0 never resets on gaps), got {gap}")
@@ -253,6 +302,8 @@ def read_config(node: Node) -> NodeConfig:
         keyframe_policy=p["keyframe_policy"],
         keyframe_interval=p["keyframe_interval"],
         input_size=(height, width) if width else None,
+        max_input_side=p["max_input_side"],
+        max_input_pixels=round(p["max_input_megapixels"] * 1e6),
         palette_file=p["palette_file"],
         publish_color=p["publish_color"],
         publish_overlay=p["publish_overlay"],

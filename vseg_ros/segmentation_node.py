@@ -46,6 +46,7 @@ from vseg_core.resets import RESET_NONE, RESET_SERVICE, ResetConfig, StreamReset
 from vseg_core.stream import VideoSegmenter
 from vseg_ros.conversions import (
     ConversionError,
+    SizeLimits,
     array_to_compressed,
     colorize,
     compressed_to_array,
@@ -59,7 +60,14 @@ from vseg_ros.conversions import (
 from vseg_ros.latest_frame import LatestFrameMailbox
 from vseg_ros.legend import render_legend
 from vseg_ros.model_loading import load_runner_for_node
-from vseg_ros.parameters import NodeConfig, ParameterError, check_keyframe_settings, declare_parameters, read_config
+from vseg_ros.parameters import (
+    MIN_INPUT_SIDE,
+    NodeConfig,
+    ParameterError,
+    check_keyframe_settings,
+    declare_parameters,
+    read_config,
+)
 from vseg_ros.ros_process import ignore_stop_signals, install_stop_handlers
 from vseg_ros.stream_stats import StreamStats
 
@@ -133,6 +141,9 @@ class _SegmentationWork:
         """Raises ParameterError (or ValueError, FileNotFoundError) naming the parameter; then nothing
         is left half-built."""
         self.config = read_config(self)
+        self._limits = SizeLimits(
+            max_side=self.config.max_input_side, max_pixels=self.config.max_input_pixels, min_side=MIN_INPUT_SIDE
+        )
         if self.config.backend == "onnxruntime" and not self.config.onnx_model:
             # The weights' export lives as long as the configuration (removed at cleanup or exit).
             self._export_dir = tempfile.TemporaryDirectory(prefix="vseg-onnx-")
@@ -332,26 +343,49 @@ class _SegmentationWork:
             if item is None:
                 continue
             name, msg = item
+            camera = self._cameras[name]
             try:
-                self._process(self._cameras[name], msg)
+                self._process(camera, msg)
             except Exception as exc:  # a frame must never take the node down; say what happened
-                self._cameras[name].stats.rejected(time.monotonic())
-                self.get_logger().error(
-                    f"{self._topic(name)}: frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0
+                # The segmenter and the reset detector commit only frames that went through: the
+                # stream goes on as if this frame had not come.
+                out_of_memory = isinstance(exc, torch.cuda.OutOfMemoryError)
+                if out_of_memory and self.device is not None and self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self._reject(
+                    camera, "out_of_memory" if out_of_memory else "model_failed", f"{type(exc).__name__}: {exc}"
                 )
+
+    def _reject(self, camera: _Camera, reason: str, why: str) -> None:
+        """Count a refused frame; log the first of each reason in full, then a summary at most every 10 s."""
+        count = camera.stats.rejected(time.monotonic(), reason)
+        if count == 1:
+            self.get_logger().error(f"{self._topic(camera.name)}: frame refused ({reason}): {why}")
+        else:
+            counts = camera.stats.snapshot(time.monotonic()).rejected_by_reason
+            self.get_logger().warning(
+                f"{self._topic(camera.name)}: {sum(counts.values())} frames refused so far: "
+                + ", ".join(f"{r} {n}" for r, n in counts.items())
+                + f"; latest ({reason}): {why}",
+                throttle_duration_sec=10.0,
+            )
 
     def _process(self, camera: _Camera, msg: Image | CompressedImage) -> None:
         try:
-            frame = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
+            if isinstance(msg, CompressedImage):
+                frame = compressed_to_array(msg, self._limits)
+            else:
+                frame = image_to_array(msg, self._limits)
         except ConversionError as exc:
-            camera.stats.rejected(time.monotonic())
-            self.get_logger().error(f"{self._topic(camera.name)}: {exc}", throttle_duration_sec=5.0)
+            self._reject(camera, exc.reason, str(exc))
             return
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        reason = camera.resets.check(stamp_ns, msg.header.frame_id)
-        if camera.pending_reset:
-            reason, camera.pending_reset = camera.pending_reset, RESET_NONE
-        result = camera.segmenter.step(frame, reset_reason=reason or None)
+        reason = camera.resets.peek(stamp_ns, msg.header.frame_id)
+        pending = camera.pending_reset
+        result = camera.segmenter.step(frame, reset_reason=(pending or reason) or None)
+        camera.resets.accept(stamp_ns, msg.header.frame_id)
+        if pending and camera.pending_reset == pending:  # not one that ~/reset set during the step
+            camera.pending_reset = RESET_NONE
 
         pubs = camera.publishers
         header, config = msg.header, self.config
@@ -428,6 +462,8 @@ class _SegmentationWork:
                 "frames_processed": str(s.frames_processed),
                 "frames_dropped": str(s.frames_dropped),
                 "frames_rejected": str(s.frames_rejected),
+                # One key per reason seen so far (REJECTION_REASONS, model_failed, out_of_memory).
+                **{f"rejected_{reason}": str(n) for reason, n in s.rejected_by_reason.items()},
                 "resets": str(s.resets),
             }
             array.status.append(

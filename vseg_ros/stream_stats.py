@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class StreamSnapshot:
     window_dropped: int
     window_rejected: int
     seconds_since_last_frame: float  # inf before the first frame
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)  # totals, e.g. {"truncated": 3}
 
 
 class StreamStats:
@@ -50,6 +51,7 @@ class StreamStats:
         self._rejected: deque[float] = deque()
         self._processed: deque[tuple[float, float, bool]] = deque()  # (time, latency ms, keyframe)
         self._last_arrival = float("-inf")
+        self._reasons: Counter[str] = Counter()
 
     def received(self, now: float, *, dropped_previous: bool) -> None:
         with self._lock:
@@ -60,10 +62,13 @@ class StreamStats:
                 self.frames_dropped += 1
                 self._dropped.append(now)
 
-    def rejected(self, now: float) -> None:
+    def rejected(self, now: float, reason: str = "invalid") -> int:
+        """Count a refused frame under ``reason``; returns how many frames that reason refused so far."""
         with self._lock:
             self.frames_rejected += 1
             self._rejected.append(now)
+            self._reasons[reason] += 1
+            return self._reasons[reason]
 
     def processed(self, now: float, *, latency_ms: float, is_keyframe: bool, state_reset: bool) -> None:
         with self._lock:
@@ -100,4 +105,5 @@ class StreamStats:
                 window_dropped=len(self._dropped),
                 window_rejected=len(self._rejected),
                 seconds_since_last_frame=now - self._last_arrival,
+                rejected_by_reason=dict(sorted(self._reasons.items())),
             )

@@ -290,6 +290,26 @@ def test_a_rejected_frame_leaves_the_stream_untouched():
     assert r1.info.reset_reason == RESET_NONE
 
 
+def test_a_frame_the_model_fails_on_leaves_the_stream_and_its_pending_reset_untouched():
+    # ICNet's pyramid pooling has no cells in an 8x8 frame: the model raises inside the step, after
+    # the new size would have meant a reset. The stream goes on as if the frame had never come.
+    torch.manual_seed(0)
+    model = create_model("lstm_icnet_v2", num_classes=5, width=0.25).eval()
+    frames = _frames(3, 48, 64)
+    plain = VideoSegmenter(model, device="cpu")
+    expected = [plain.step(f).labels for f in frames]
+    seg = VideoSegmenter(model, device="cpu")
+    seg.step(frames[0])
+    with pytest.raises(RuntimeError):
+        seg.step(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(RuntimeError):
+        seg.step(np.zeros((8, 8, 3), np.uint8), reset_reason=RESET_STAMP_GAP)  # nor does an asked-for reset
+    r1, r2 = seg.step(frames[1]), seg.step(frames[2])
+    assert (r1.info.state_reset, r1.info.reset_reason) == (False, RESET_NONE)
+    np.testing.assert_array_equal(r1.labels, expected[1])
+    np.testing.assert_array_equal(r2.labels, expected[2])
+
+
 def test_wide_labels_and_confidence_share_the_one_download():
     model = PixelClassifier(num_classes=300)
     frame = _frames(1)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 import tracemalloc
 import zlib
 
@@ -16,8 +17,10 @@ from std_msgs.msg import Header
 from vseg_ros.conversions import (
     MAX_PIXELS,
     MAX_SIDE,
+    REJECTION_REASONS,
     SUPPORTED_ENCODINGS,
     ConversionError,
+    SizeLimits,
     array_to_compressed,
     colorize,
     compressed_to_array,
@@ -348,20 +351,26 @@ def test_bad_compressed_images():
     cases = [
         (
             CompressedImage(format="jpeg", data=jpeg[: len(jpeg) // 2]),
-            r"jpeg image of 80x48 \(\d+ bytes\) does not decode",
+            r"jpeg image of 80x48 \(\d+ bytes\) is truncated: no end-of-image marker",
+            "truncated",
         ),
-        (CompressedImage(format="jpeg", data=b"\xff\xd8\xff garbage"), "no frame header"),
-        (CompressedImage(format="jpeg", data=b"GIF89a" + bytes(20)), "neither jpeg nor png"),
-        (CompressedImage(format="png", data=b""), "no data"),
-        (CompressedImage(format="png", data=_png_header(4, 4)[:20]), "truncated"),
-        (CompressedImage(format="png", data=_png_header(0, 4)), "empty"),
-        (CompressedImage(format="png", data=jpeg), "names png, but the data is jpeg"),
-        (CompressedImage(format="16UC1; compressedDepth png", data=b"x"), "not supported; expected jpeg or png"),
-        (CompressedImage(format="theora", data=b"x"), "not supported"),
+        (CompressedImage(format="jpeg", data=b"\xff\xd8\xff garbage"), "no frame header", "corrupt"),
+        (CompressedImage(format="jpeg", data=b"GIF89a" + bytes(20)), "neither jpeg nor png", "corrupt"),
+        (CompressedImage(format="png", data=b""), "no data", "unknown_format"),
+        (CompressedImage(format="png", data=_png_header(4, 4)[:20]), "truncated", "truncated"),
+        (CompressedImage(format="png", data=_png_header(0, 4)), "empty", "empty"),
+        (CompressedImage(format="png", data=jpeg), "names png, but the data is jpeg", "format_mismatch"),
+        (
+            CompressedImage(format="16UC1; compressedDepth png", data=b"x"),
+            "not supported; expected jpeg or png",
+            "unknown_format",
+        ),
+        (CompressedImage(format="theora", data=b"x"), "not supported", "unknown_format"),
     ]
-    for msg, message in cases:
-        with pytest.raises(ConversionError, match=message):
+    for msg, message, reason in cases:
+        with pytest.raises(ConversionError, match=message) as info:
             compressed_to_rgb(msg)
+        assert info.value.reason == reason and reason in REJECTION_REASONS
 
 
 def test_bad_arrays_and_settings():
@@ -390,3 +399,99 @@ def test_bad_arrays_and_settings():
     for call, message in cases:
         with pytest.raises(ConversionError, match=message):
             call()
+
+
+def _bomb_jpeg(width: int, height: int) -> bytes:
+    """A small real jpeg whose frame header is rewritten to claim width x height: what the decoder
+    would fill in to the claimed size (the decompression bomb of a lying header)."""
+    data = bytearray(cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1].tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_decompression_bombs_are_refused_from_their_headers_without_decoding():
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        for width, height in ((8000, 8000), (16384, 16384)):
+            with pytest.raises(ConversionError, match="refused undecoded") as info:
+                compressed_to_rgb(CompressedImage(format="jpeg", data=_bomb_jpeg(width, height)))
+            assert info.value.reason == "implausible_size"
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20 and seconds < 0.5  # nothing decoded, nothing allocated
+    # The node's limits come first: a real 5000x5000 jpeg is too large for a 16 MP limit.
+    big = cv2.imencode(".jpg", np.zeros((10, 10, 3), np.uint8))[1].tobytes()
+    limits = SizeLimits(max_side=4096, max_pixels=16_000_000, min_side=32)
+    with pytest.raises(ConversionError, match=r"larger than allowed \(at most 4096 per side") as info:
+        compressed_to_rgb(CompressedImage(format="jpeg", data=_bomb_jpeg(5000, 3000)), limits)
+    assert info.value.reason == "too_large"
+    with pytest.raises(ConversionError, match=r"10x10 pixels is smaller than allowed \(at least 32") as info:
+        compressed_to_rgb(CompressedImage(format="jpeg", data=big), limits)
+    assert info.value.reason == "too_small"
+
+
+def test_real_images_pass_the_plausibility_floor_even_when_they_compress_best():
+    # Constant images are what compresses best; every size and codec of them must still be taken.
+    for height, width in ((32, 32), (480, 640), (1080, 1920)):
+        for image in (np.zeros((height, width, 3), np.uint8), np.zeros((height, width), np.uint8)):
+            for ext, params in ((".jpg", [cv2.IMWRITE_JPEG_QUALITY, 1]), (".png", [cv2.IMWRITE_PNG_COMPRESSION, 9])):
+                data = cv2.imencode(ext, image, params)[1].tobytes()
+                assert compressed_to_rgb(CompressedImage(format="", data=data)).shape == (height, width, 3)
+    # A bilevel png packs 8 pixels a byte before deflate: its floor follows its bit depth.
+    rows = np.zeros((2000, 2000), np.uint8)
+    ok, png = cv2.imencode(".png", rows, [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok and compressed_to_rgb(CompressedImage(format="png", data=png.tobytes())).shape == (2000, 2000, 3)
+
+
+def test_truncated_files_are_refused_and_zero_padding_after_a_jpeg_is_not_truncation():
+    jpeg = array_to_compressed(SMOOTH, Header(), "jpeg").data
+    png = array_to_compressed(SMOOTH, Header(), "png").data
+    np.testing.assert_array_equal(
+        compressed_to_rgb(CompressedImage(format="jpeg", data=bytes(jpeg) + bytes(16))),
+        compressed_to_rgb(CompressedImage(format="jpeg", data=bytes(jpeg))),
+    )
+    for codec, data in (("jpeg", jpeg[:-2]), ("png", png[:-12]), ("png", png[: len(png) // 2])):
+        with pytest.raises(ConversionError, match="is truncated") as info:
+            compressed_to_rgb(CompressedImage(format=codec, data=bytes(data)))
+        assert info.value.reason == "truncated"
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """``jpeg`` with an APP1 Exif segment (little-endian TIFF, one IFD entry: Orientation) after SOI."""
+    tiff = b"II*\x00" + (8).to_bytes(4, "little") + (1).to_bytes(2, "little")
+    tiff += (0x0112).to_bytes(2, "little") + (3).to_bytes(2, "little") + (1).to_bytes(4, "little")
+    tiff += orientation.to_bytes(2, "little") + bytes(2) + bytes(4)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def test_exif_orientation_is_ignored_pixels_come_as_captured():
+    for height, width in ((48, 80), (64, 64)):  # non-square (rotation would change the size) and square
+        image = RNG.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        plain = cv2.imencode(".jpg", image)[1].tobytes()
+        rotated = _with_exif_orientation(plain, 6)  # "rotate 90 clockwise to display"
+        assert cv2.imdecode(np.frombuffer(rotated, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (width, height)
+        got = compressed_to_rgb(CompressedImage(format="jpeg", data=rotated))
+        np.testing.assert_array_equal(got, compressed_to_rgb(CompressedImage(format="jpeg", data=plain)))
+
+
+def test_every_rejection_of_an_image_message_has_its_reason():
+    good = _msg(RGB, "rgb8")
+    cases = {
+        "unknown_encoding": Image(height=2, width=2, encoding="32FC1", step=16, data=bytes(32)),
+        "bad_layout": Image(height=H, width=W, encoding="rgb8", step=W * 3 - 1, data=bytes(good.data)),
+        "size_mismatch": Image(height=H, width=W, encoding="rgb8", step=W * 3, data=bytes(good.data)[:-1]),
+        "empty": Image(height=0, width=W, encoding="rgb8", step=W * 3, data=b""),
+        "too_small": good,
+    }
+    for reason, msg in cases.items():
+        with pytest.raises(ConversionError) as info:
+            image_to_array(msg, SizeLimits(min_side=32 if reason == "too_small" else 1))
+        assert info.value.reason == reason, (reason, str(info.value))
+    assert image_to_array(good, SizeLimits(min_side=H)).shape == (H, W, 3)
+    with pytest.raises(ValueError, match="size limits must satisfy"):
+        SizeLimits(max_side=10, min_side=20)
