@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -440,6 +441,25 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tens
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+def _read_train_state(state_path: Path, device: torch.device) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(record, optimizer tensors) of ``train_state.json/.safetensors``; a damaged or incomplete pair
+    is a one-line ValueError naming the file (safetensors' and json's own errors are not)."""
+    json_path, tensor_path = state_path.with_suffix(".json"), state_path.with_suffix(".safetensors")
+    advice = "restore it, or move the run's train_state.* away to start over from its checkpoint"
+    try:
+        record = json.loads(json_path.read_text(encoding="utf-8"))
+        missing = [k for k in ("config", "step", "losses", "best_miou") if k not in record]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"train state {json_path} is damaged ({str(exc).splitlines()[0]}): {advice}") from None
+    try:
+        tensors = load_file(str(tensor_path), device=str(device))
+    except (OSError, SafetensorError) as exc:
+        raise ValueError(f"train state {tensor_path} is damaged ({str(exc).splitlines()[0]}): {advice}") from None
+    return record, tensors
+
+
 def _save_train_state(
     path: Path, optimizer: torch.optim.Optimizer, *, step: int, config: TrainConfig, losses: list[float], best: float
 ) -> None:
@@ -634,13 +654,11 @@ def train(config: TrainConfig) -> TrainResult:
             raise ValueError(
                 f"{out_dir} already holds a training run: resume it (--resume) or choose another output folder"
             )
-        record = json.loads(state_path.with_suffix(".json").read_text(encoding="utf-8"))
+        record, tensors = _read_train_state(state_path, device)
         _check_resumable(record["config"], config)
         weights = load_checkpoint(out_dir / "checkpoint.safetensors", expect_model=config.model)
         model.load_state_dict(weights.state_dict(), strict=True)
-        _restore_optimizer(
-            optimizer, load_file(str(state_path.with_suffix(".safetensors")), device=str(device)), record
-        )
+        _restore_optimizer(optimizer, tensors, record)
         step, losses, best = record["step"], record["losses"], record["best_miou"]
         if main_process:
             print(f"vseg train: resuming {out_dir} at step {step} of {config.steps}")

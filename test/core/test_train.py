@@ -393,6 +393,28 @@ def test_resume_needs_a_run_and_a_run_needs_resume(finished, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (("train_state.safetensors", b"\xff" * 8 + b"{}"), r"train_state.safetensors is damaged \("),
+        (("train_state.safetensors", None), r"train_state.safetensors is damaged \("),
+        (("train_state.json", b"{not json"), r"train_state.json is damaged \(Expecting property name"),
+        (("train_state.json", b'{"config": {}}'), r"train_state.json is damaged \(it lacks step, losses, best_miou\)"),
+    ],
+)
+def test_a_damaged_train_state_is_a_one_line_error_naming_the_file(finished, tmp_path, damage, message):
+    config = _copy(finished[0], tmp_path / "run", resume=True)
+    name, content = damage
+    path = Path(config.out_dir) / name
+    if content is None:
+        path.unlink()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as caught:
+        train(config)
+    assert "\n" not in str(caught.value) and "move the run's train_state.* away" in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"lr": 2e-3}, "(lr: 0.001 -> 0.002)"),
