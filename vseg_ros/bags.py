@@ -20,6 +20,8 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from vseg_ros.mcap_crc import ChunkCrcError, fill_chunk_crcs, verify_chunk_crcs
+
 __all__ = ["BagError", "BagTopic", "BagWriter", "list_topics", "message_class", "read_messages", "ros_type_name"]
 
 _STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -56,11 +58,18 @@ def message_class(msgtype: str) -> type:
 def _open(path: Path) -> Reader:
     if not path.exists():
         raise BagError(f"no bag at {path}")
+    for mcap in sorted(path.glob("*.mcap")):
+        try:
+            verify_chunk_crcs(mcap)
+        except ChunkCrcError as exc:
+            raise BagError(f"cannot read bag {path}: {exc}") from None
     try:
         reader = Reader(path)
         reader.open()
     except Exception as exc:  # rosbags raises several types for broken metadata and storage
-        raise BagError(f"cannot read bag {path}: {type(exc).__name__}: {exc}") from None
+        # rosbags' messages can run over several lines (a YAML parser's context): the first says it.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
+        raise BagError(f"cannot read bag {path}: {type(exc).__name__}: {first.rstrip(':')}") from None
     return reader
 
 
@@ -152,6 +161,8 @@ class BagWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self._writer.close()
+        for mcap in self.path.glob("*.mcap"):  # rosbags leaves chunk CRCs at 0 ("not computed")
+            fill_chunk_crcs(mcap)
 
     def _connection(self, topic: str, msg_class: type) -> Connection:
         msgtype = ros_type_name(msg_class)
