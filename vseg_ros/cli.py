@@ -1,4 +1,5 @@
-"""The `vseg` command: the core subcommands plus those that need ROS (`bag ...`, `node-bench`, `demo`).
+"""The `vseg` command: the core subcommands plus those that need ROS (`bag ...`, `node-bench`,
+`node-fuzz`, `demo`).
 
 ROS modules are imported only inside the ROS subcommands, so `vseg models` and `vseg bench` work
 where rclpy is not installed.
@@ -173,6 +174,36 @@ def _node_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_fuzz(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from vseg_ros.node_fuzz import FuzzConfig, run_fuzz
+
+    try:
+        config = FuzzConfig(
+            per_kind=args.per_kind, good_every=args.good_every, model=args.model, weights=args.weights,
+            device=args.device, seed=args.seed, rss_growth_mb=args.rss_growth_mb, transports=tuple(args.transports),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    reports = run_fuzz(config)
+    if args.json:
+        print(json.dumps([{**asdict(r), "ok": r.ok} for r in reports]))
+    else:
+        for r in reports:
+            malformed = sum(r.sent.values())
+            print(
+                f"{r.transport}: {malformed} malformed ({len(r.sent)} kinds) and {r.good_sent} valid frames in "
+                f"{r.seconds:.1f} s; answered {r.good_answered}/{r.good_sent} valid, refused "
+                f"{sum(r.refused.values())}/{malformed} malformed under the expected reason; received "
+                f"{r.received} = processed {r.processed} + rejected {r.rejected} + dropped {r.dropped}; RSS "
+                f"{r.rss_start_mb:.0f} -> {r.rss_end_mb:.0f} MB; exit status {r.exit_status}"
+            )
+            for problem in r.problems:
+                print(f"  PROBLEM: {problem}")
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -263,6 +294,20 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_node_bench)
+
+    p = commands.add_parser(
+        "node-fuzz", help="malformed images of every kind into the real node: alive, answers, counts, memory"
+    )
+    p.add_argument("--per-kind", type=int, default=20, help="malformed messages of each kind (default 20)")
+    p.add_argument("--good-every", type=int, default=50, help="a valid frame after this many (default 50)")
+    p.add_argument("--model", default="", help="registered model (default: the one the weights hold)")
+    p.add_argument("--weights", default="", help="checkpoint or shipped name (default: the node's default)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rss-growth-mb", type=float, default=100.0, help="bound on the node's memory growth")
+    p.add_argument("--transports", nargs="+", choices=("raw", "compressed"), default=["raw", "compressed"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_node_fuzz)
 
     p = commands.add_parser(
         "demo", help="each model in the real segmentation_node on a video of its data: table and pictures"

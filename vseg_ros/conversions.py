@@ -52,6 +52,7 @@ __all__ = [
     "PixelFormat",
     "SizeLimits",
     "array_to_compressed",
+    "check_compressed",
     "colorize",
     "compressed_to_array",
     "compressed_to_labels",
@@ -375,17 +376,10 @@ def _check_complete_and_plausible(codec: str, data: np.ndarray, width: int, heig
 _FORMAT_CODEC = re.compile(r"\b(jpeg|jpg|png)\b")
 
 
-def compressed_to_rgb(msg: CompressedImage, limits: SizeLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a jpeg or png CompressedImage.
-
-    ``msg.format`` may be empty, a codec ("jpeg", "png") or image_transport's
-    "<encoding>; <codec> compressed <encoding>"; compressedDepth and other codecs are refused, and
-    a named codec must match the data's magic bytes. Like image_transport's decoder, the decoded
-    image is taken as OpenCV's BGR order (what ``cv2.imencode`` writes), grey is replicated to
-    three channels and 16-bit PNGs are reduced to 8 bits. The size in the file's header is checked
-    against ``limits``, and the file for completeness and a plausible size, before decoding, so a
-    small file declaring a huge image is refused without allocating it. EXIF orientation is ignored.
-    """
+def check_compressed(msg: CompressedImage, limits: SizeLimits = DEFAULT_LIMITS) -> tuple[np.ndarray, str, int, int]:
+    """Every check :func:`compressed_to_rgb` makes before decoding (format, header, size, completeness,
+    plausible size), without decoding: cheap enough for a subscription callback. Returns (data as
+    uint8 array, codec, width, height); raises ConversionError."""
     fmt = msg.format.lower()
     named = _FORMAT_CODEC.search(fmt)
     if "compresseddepth" in fmt or (fmt and named is None):
@@ -402,6 +396,21 @@ def compressed_to_rgb(msg: CompressedImage, limits: SizeLimits = DEFAULT_LIMITS)
         )
     _check_size(height, width, f"{codec} image", limits)
     _check_complete_and_plausible(codec, data, width, height)
+    return data, codec, width, height
+
+
+def compressed_to_rgb(msg: CompressedImage, limits: SizeLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a jpeg or png CompressedImage.
+
+    ``msg.format`` may be empty, a codec ("jpeg", "png") or image_transport's
+    "<encoding>; <codec> compressed <encoding>"; compressedDepth and other codecs are refused, and
+    a named codec must match the data's magic bytes. Like image_transport's decoder, the decoded
+    image is taken as OpenCV's BGR order (what ``cv2.imencode`` writes), grey is replicated to
+    three channels and 16-bit PNGs are reduced to 8 bits. The size in the file's header is checked
+    against ``limits``, and the file for completeness and a plausible size, before decoding, so a
+    small file declaring a huge image is refused without allocating it. EXIF orientation is ignored.
+    """
+    data, codec, width, height = check_compressed(msg, limits)
     # Pixels as captured: camera drivers do not rotate by EXIF, and a rotated non-square image would
     # no longer match its header.
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)

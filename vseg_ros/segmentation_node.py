@@ -48,9 +48,11 @@ from vseg_ros.conversions import (
     ConversionError,
     SizeLimits,
     array_to_compressed,
+    check_compressed,
     colorize,
     compressed_to_array,
     image_to_array,
+    image_to_native,
     labels_to_compressed,
     labels_to_image,
     mono_to_image,
@@ -302,8 +304,20 @@ class _SegmentationWork:
 
     # ---------------------------------------------------------------------------------- callbacks
     def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
+        # The header-level checks cost microseconds (nothing is decoded or copied): a malformed frame
+        # is refused with its reason here, never counted as dropped because a newer one replaced it.
+        stats = self._cameras[camera].stats
+        try:
+            if isinstance(msg, CompressedImage):
+                check_compressed(msg, self._limits)
+            else:
+                image_to_native(msg, self._limits)
+        except ConversionError as exc:
+            stats.received(time.monotonic(), dropped_previous=False)
+            self._reject(self._cameras[camera], exc.reason, str(exc))
+            return
         dropped = self._mailbox.put(camera, msg)
-        self._cameras[camera].stats.received(time.monotonic(), dropped_previous=dropped)
+        stats.received(time.monotonic(), dropped_previous=dropped)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         for camera in self._cameras.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -120,9 +121,10 @@ def test_input_size_resizes_on_the_device_and_labels_come_back_at_frame_size():
     result = seg.step(frame)
     with torch.no_grad():
         small = F.interpolate(_tensor(frame), size=(12, 16), mode="bilinear", align_corners=False, antialias=True)
-        logits = F.interpolate(model(small), size=(48, 64), mode="bilinear", align_corners=False)
+        # A frame 4x the model's input per side: bilinear to twice the input, then nearest.
+        logits = F.interpolate(model(small), size=(24, 32), mode="bilinear", align_corners=False)
     assert result.labels.shape == (48, 64)
-    np.testing.assert_array_equal(result.labels, logits.argmax(1)[0].numpy())
+    np.testing.assert_array_equal(result.labels, logits.argmax(1)[0].numpy().repeat(2, 0).repeat(2, 1))
 
 
 def test_keyframe_policy_drives_keyframes_and_is_swappable():
@@ -308,6 +310,24 @@ def test_a_frame_the_model_fails_on_leaves_the_stream_and_its_pending_reset_unto
     assert (r1.info.state_reset, r1.info.reset_reason) == (False, RESET_NONE)
     np.testing.assert_array_equal(r1.labels, expected[1])
     np.testing.assert_array_equal(r2.labels, expected[2])
+
+
+def test_frames_far_larger_than_the_model_input_get_labels_from_twice_its_size_by_nearest():
+    torch.manual_seed(1)
+    seg = VideoSegmenter(RunningMean(), device="cpu", input_size=(24, 32), confidence=True)
+    logits = torch.randn(1, 5, 24, 32)
+    # Up to twice the logits' size per side: bilinear, as always.
+    labels, conf, finite = seg._postprocess(logits, (40, 64))
+    fine = F.interpolate(logits, size=(40, 64), mode="bilinear", align_corners=False)[0]
+    np.testing.assert_array_equal(labels, fine.argmax(0).numpy())
+    # Beyond: bilinear to twice the size, then nearest (OpenCV's nearest computed independently).
+    labels, conf, finite = seg._postprocess(logits, (480, 640))
+    fine = F.interpolate(logits, size=(48, 64), mode="bilinear", align_corners=False)[0]
+    small = fine.argmax(0).numpy().astype(np.uint8)
+    np.testing.assert_array_equal(labels, cv2.resize(small, (640, 480), interpolation=cv2.INTER_NEAREST))
+    small_conf = (255.0 / torch.exp(fine - fine.amax(0)).sum(0)).round().to(torch.uint8).numpy()
+    np.testing.assert_array_equal(conf, cv2.resize(small_conf, (640, 480), interpolation=cv2.INTER_NEAREST))
+    assert finite and labels.shape == conf.shape == (480, 640)
 
 
 def test_wide_labels_and_confidence_share_the_one_download():

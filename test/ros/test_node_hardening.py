@@ -77,6 +77,7 @@ class Graph:
             "model": "lstm_icnet_v2", "weights": str(checkpoint), "device": "cpu", "compressed": compressed,
             # Reliable, so that every message sent reaches the node and the counts are exact.
             f"qos_overrides./image{'/compressed' if compressed else ''}.subscription.reliability": "reliable",
+            f"qos_overrides./image{'/compressed' if compressed else ''}.subscription.depth": 100,
         }  # fmt: skip
         self.node = SegmentationNode(
             context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
@@ -164,6 +165,17 @@ def test_refused_raw_frames_are_counted_by_reason_and_leave_the_stream_untouched
 
     assert g.spin_until(lambda: len(reported()) == len(bad), timeout=5.0)
     assert reported() == {reason: 1 for _, reason in bad} == g.refused()
+
+
+def test_a_burst_of_malformed_frames_is_refused_frame_by_frame_none_dropped_uninspected(graph):
+    g = graph()
+    t0 = 100 * 10**9
+    g.send_good(_raw(_frame(0), t0))
+    for i in range(30):  # far faster than frames are segmented: the mailbox would keep only the last
+        g.camera.publish(_raw(_frame(0), t0 + 1 + i, encoding="bayer_rggb8" if i % 2 else "32FC1"))
+    assert g.spin_until(lambda: g.refused().get("unknown_encoding", 0) == 30), g.refused()
+    info = g.send_good(_raw(_frame(1), t0 + 100_000_000))
+    assert (info.frames_received, info.frames_rejected, info.frames_dropped, info.frames_processed) == (32, 30, 0, 2)
 
 
 def test_a_decompression_bomb_costs_nothing_and_truncated_jpegs_are_refused(graph):
