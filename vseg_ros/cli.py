@@ -153,6 +153,8 @@ def _bag_eval(args: argparse.Namespace) -> int:
 
 
 def _node_bench(args: argparse.Namespace) -> int:
+    if args.soak is not None:
+        return _node_soak(args)
     from vseg_ros.node_bench import measure_node_overhead
 
     try:
@@ -170,6 +172,31 @@ def _node_bench(args: argparse.Namespace) -> int:
         f"{result.node_ms:.1f} ms, VideoSegmenter.step {result.step_ms:.1f} ms, node overhead "
         f"{result.overhead_ms:.1f} ms = {result.overhead_ratio:.1%} of the step; latency stamp->info "
         f"p50 {result.latency_p50_ms:.1f} ms, p95 {result.latency_p95_ms:.1f} ms"
+    )
+    return 0
+
+
+def _node_soak(args: argparse.Namespace) -> int:
+    from vseg_ros.node_soak import SoakConfig, run_soak
+
+    try:
+        config = SoakConfig(
+            seconds=args.soak, rate_hz=args.rate, height=args.height, width=args.width, model=args.model,
+            weights=args.weights, device=args.device,
+        )  # fmt: skip
+        report = run_soak(config)
+    except (ValueError, RuntimeError) as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return 0
+    r = report
+    print(
+        f"{args.model} at {args.width}x{args.height}, {r.rate_hz:g} Hz for {r.seconds:g} s: sent {r.frames_sent}, "
+        f"received {r.frames_received}, processed {r.frames_processed}, dropped {r.frames_dropped}, rejected "
+        f"{r.frames_rejected}; latency p50 {r.latency_p50_ms:.1f} ms, p95 {r.latency_p95_ms:.1f} ms; RSS "
+        f"{r.rss_first_mb:.0f} MB at {r.rss_first_at_s:g} s, {r.rss_end_mb:.0f} MB at the end; exit status "
+        f"{r.exit_status}"
     )
     return 0
 
@@ -292,6 +319,11 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--frames", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--soak", type=float, metavar="SECONDS",
+        help="instead: the node in its own process under a camera at --rate for this long (memory, latency, drops)",
+    )  # fmt: skip
+    p.add_argument("--rate", type=float, default=30.0, help="--soak: camera frame rate (default 30 Hz)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_node_bench)
 

@@ -1,0 +1,164 @@
+"""`vseg node-bench --soak SECONDS`: the node under a steady camera for a long while.
+
+The real segmentation_node runs in a process of its own, as users start it, and a camera publishes
+frames at a fixed rate (best effort, as camera drivers do) for the whole run, each stamped with the
+wall clock when it goes out. Reported: what was sent, received, processed and dropped (the node's
+own counters), stamp-to-info latency percentiles on the node's clock, and the node's resident
+memory after the first minute (or half the run, if shorter) and at the end: a leak shows as growth.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import yaml
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from vseg.msg import SegmentationInfo
+
+__all__ = ["SoakConfig", "SoakReport", "run_soak"]
+
+_START_TIMEOUT_S = 120.0
+_FIRST_CHECKPOINT_S = 60.0
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    seconds: float
+    rate_hz: float = 30.0
+    height: int = 480
+    width: int = 640
+    model: str = ""
+    weights: str = ""  # "" and no model: the node's default weights
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not (self.seconds > 0 and 0 < self.rate_hz <= 1000 and min(self.height, self.width) >= 32):
+            raise ValueError(
+                f"a soak needs seconds > 0, a rate in (0, 1000] Hz and frames of at least 32x32, got {self.seconds} s "
+                f"at {self.rate_hz} Hz, {self.width}x{self.height}"
+            )
+
+
+@dataclass(frozen=True)
+class SoakReport:
+    seconds: float
+    rate_hz: float
+    frames_sent: int
+    frames_received: int  # the node's counters, from its last info message
+    frames_processed: int
+    frames_dropped: int
+    frames_rejected: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    rss_first_mb: float  # after the first minute (or half the run)
+    rss_first_at_s: float
+    rss_end_mb: float
+    exit_status: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"no VmRSS for process {pid}")
+
+
+def run_soak(config: SoakConfig) -> SoakReport:
+    """Run the node for ``config.seconds`` under a camera at ``config.rate_hz``; see the module."""
+    ns = f"/soak{os.getpid()}"
+    params = {"device": config.device, "publish_color": False, "publish_overlay": False, "publish_confidence": False}
+    params.update({k: v for k, v in (("model", config.model), ("weights", config.weights)) if v})
+    ctx = Context()
+    rclpy.init(context=ctx)
+    with tempfile.TemporaryDirectory(prefix="vseg-soak-") as workdir:
+        params_file = Path(workdir) / "params.yaml"
+        params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+        log = Path(workdir) / "node.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "vseg_ros.segmentation_node", "--ros-args", "--params-file", str(params_file),
+                 "-r", f"__ns:={ns}"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        node = rclpy.create_node("soak_camera", context=ctx)
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        infos: list[SegmentationInfo] = []
+        node.create_subscription(
+            SegmentationInfo, f"{ns}/segmentation/info", infos.append,
+            QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
+        )  # fmt: skip
+        camera = node.create_publisher(Image, f"{ns}/image", qos_profile_sensor_data)
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 256, (config.height, config.width + 256, 3), dtype=np.uint8)
+        sent, rss_first, rss_first_at = 0, float("nan"), min(_FIRST_CHECKPOINT_S, config.seconds / 2)
+        try:
+            deadline = time.monotonic() + _START_TIMEOUT_S
+            while camera.get_subscription_count() == 0 and process.poll() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the node never subscribed (log: {log.read_text()[-2000:]})")
+                executor.spin_once(timeout_sec=0.05)
+            if process.poll() is not None:
+                raise RuntimeError(f"the node exited with status {process.poll()}: {log.read_text()[-2000:]}")
+            start = time.monotonic()
+            period = 1.0 / config.rate_hz
+            while (elapsed := time.monotonic() - start) < config.seconds and process.poll() is None:
+                next_at = start + sent * period
+                while time.monotonic() < next_at:
+                    executor.spin_once(timeout_sec=max(0.0, min(0.005, next_at - time.monotonic())))
+                shift = sent % 256  # a panning camera: every frame differs from the one before
+                msg = Image(height=config.height, width=config.width, encoding="rgb8", step=config.width * 3)
+                msg.data = np.ascontiguousarray(base[:, shift : shift + config.width]).tobytes()
+                msg.header.frame_id = "soak_camera"
+                msg.header.stamp = node.get_clock().now().to_msg()
+                camera.publish(msg)
+                sent += 1
+                if np.isnan(rss_first) and elapsed >= rss_first_at:
+                    rss_first = _rss_mb(process.pid)
+            # The last frames finish, then the counters are read from the last info message.
+            settle = time.monotonic() + 5.0
+            while time.monotonic() < settle:
+                executor.spin_once(timeout_sec=0.05)
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the node died during the soak (status {process.poll()}): {log.read_text()[-2000:]}"
+                )
+            rss_end = _rss_mb(process.pid)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            try:
+                status = process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                status = process.wait()
+            executor.shutdown()
+            node.destroy_node()
+            ctx.try_shutdown()
+    if not infos:
+        raise RuntimeError("the node answered no frame")
+    last = max(infos, key=lambda m: m.frames_received)
+    latencies = np.array([m.latency_ms for m in infos])
+    return SoakReport(
+        seconds=config.seconds, rate_hz=config.rate_hz, frames_sent=sent,
+        frames_received=last.frames_received, frames_processed=last.frames_processed,
+        frames_dropped=last.frames_dropped, frames_rejected=last.frames_rejected,
+        latency_p50_ms=float(np.percentile(latencies, 50)), latency_p95_ms=float(np.percentile(latencies, 95)),
+        rss_first_mb=rss_first, rss_first_at_s=rss_first_at, rss_end_mb=rss_end, exit_status=status,
+    )  # fmt: skip
