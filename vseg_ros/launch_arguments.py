@@ -25,6 +25,9 @@ __all__ = [
 ]
 
 
+REPLAY_QUEUE_DEPTH = 64  # frames: two seconds of a 30 Hz camera
+
+
 class LaunchArgumentError(ValueError):
     """A launch argument that cannot work; the message names it and says what to pass instead."""
 
@@ -99,15 +102,22 @@ def rviz_installed() -> bool:
 
 def replay_node_parameters(image: str) -> dict[str, object]:
     """What replay.launch.py gives segmentation_node on top of its parameters file: the bag's time,
-    and a reliable subscription to the played ``image`` topic.
+    a reliable subscription to the played ``image`` topic, and a queue of frames.
 
-    Live, the node subscribes best effort (sensor data: a lost frame is better than a late one); a
-    replay is an evaluation, and the player publishes reliably, so no frame is lost between the two.
-    The node still drops frames it cannot keep up with (the newest frame wins), and says so in ~/info.
+    Live, the node subscribes best effort (sensor data: a lost frame is better than a late one) and
+    keeps only the newest frame; a replay is an evaluation, the player publishes reliably, and the
+    node queues up to REPLAY_QUEUE_DEPTH frames, so a moment in which the model is slower than the
+    bag (a first frame of a new size, another process on the cores) loses no frame. A model that is
+    slower than the bag for longer still drops the oldest ones, and says so in ~/info.
     """
     topic = image if image.startswith("/") else "/" + image
     try:
         validate_full_topic_name(topic)
     except NameValidationException as exc:
         raise LaunchArgumentError(f"launch argument 'image' {image!r}: {_first_line(exc)}") from None
-    return {"use_sim_time": True, f"qos_overrides.{topic}.subscription.reliability": "reliable"}
+    return {
+        "use_sim_time": True,
+        f"qos_overrides.{topic}.subscription.reliability": "reliable",
+        f"qos_overrides.{topic}.subscription.depth": REPLAY_QUEUE_DEPTH,
+        "queue_depth": REPLAY_QUEUE_DEPTH,
+    }

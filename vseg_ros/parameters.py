@@ -61,6 +61,7 @@ class NodeConfig:
     keyframe_policy: str
     keyframe_interval: int
     input_size: tuple[int, int] | None  # (height, width), None: the camera's size
+    queue_depth: int  # frames kept per camera while the model is busy
     max_input_side: int  # frames beyond these are refused before decoding
     max_input_pixels: int
     palette_file: str
@@ -147,6 +148,15 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
             "resize frames to this height before the model; 0 keeps the camera's size",
             _INT,
             integer_range=[IntegerRange(from_value=0, to_value=MAX_INPUT_SIDE, step=1)],
+        ),
+    ),
+    "queue_depth": (
+        1,
+        _descriptor(
+            "frames kept per camera while the model is busy: 1 keeps the newest only (live cameras: bounded "
+            "latency); more keeps every frame of a replay that comes a little faster than the model",
+            _INT,
+            integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)],
         ),
     ),
     "max_input_side": (
@@ -302,6 +312,7 @@ def read_config(node: Node) -> NodeConfig:
         keyframe_policy=p["keyframe_policy"],
         keyframe_interval=p["keyframe_interval"],
         input_size=(height, width) if width else None,
+        queue_depth=p["queue_depth"],
         max_input_side=p["max_input_side"],
         max_input_pixels=round(p["max_input_megapixels"] * 1e6),
         palette_file=p["palette_file"],

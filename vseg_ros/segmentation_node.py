@@ -169,7 +169,7 @@ class _SegmentationWork:
         self._own_services = [self.create_service(Trigger, "~/reset", self._on_reset)]
 
     def _activate(self) -> None:
-        self._mailbox = LatestFrameMailbox()
+        self._mailbox = LatestFrameMailbox(self.config.queue_depth)
         self._running = True
         self._worker = threading.Thread(target=self._work, name="vseg-inference", daemon=True)
         self._worker.start()

@@ -151,6 +151,8 @@ def test_replay_subscribes_reliably_on_bag_time_and_refuses_a_bad_image_topic():
     assert replay_node_parameters("camera/image_raw") == {
         "use_sim_time": True,
         "qos_overrides./camera/image_raw.subscription.reliability": "reliable",
+        "qos_overrides./camera/image_raw.subscription.depth": 64,
+        "queue_depth": 64,
     }
     with pytest.raises(LaunchArgumentError, match="launch argument 'image' 'camera//raw'") as info:
         replay_node_parameters("camera//raw")

@@ -72,16 +72,15 @@ def _bomb(width: int, height: int) -> bytes:
 
 
 class Graph:
-    def __init__(self, ctx, checkpoint, compressed: bool) -> None:
+    def __init__(self, ctx, checkpoint, compressed: bool, **extra) -> None:
         params = {
             "model": "lstm_icnet_v2", "weights": str(checkpoint), "device": "cpu", "compressed": compressed,
             # Reliable, so that every message sent reaches the node and the counts are exact.
             f"qos_overrides./image{'/compressed' if compressed else ''}.subscription.reliability": "reliable",
             f"qos_overrides./image{'/compressed' if compressed else ''}.subscription.depth": 100,
         }  # fmt: skip
-        self.node = SegmentationNode(
-            context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
-        )
+        overrides = [Parameter(k, value=v) for k, v in {**params, **extra}.items()]
+        self.node = SegmentationNode(context=ctx, parameter_overrides=overrides)
         self.tester = rclpy.create_node("tester", context=ctx)
         self.executor = SingleThreadedExecutor(context=ctx)
         for n in (self.node, self.tester):
@@ -126,8 +125,8 @@ class Graph:
 def graph(ros_context, checkpoint):
     made: list[Graph] = []
 
-    def make(compressed: bool = False) -> Graph:
-        made.append(Graph(ros_context, checkpoint, compressed))
+    def make(compressed: bool = False, **extra) -> Graph:
+        made.append(Graph(ros_context, checkpoint, compressed, **extra))
         return made[-1]
 
     yield make
@@ -176,6 +175,35 @@ def test_a_burst_of_malformed_frames_is_refused_frame_by_frame_none_dropped_unin
     assert g.spin_until(lambda: g.refused().get("unknown_encoding", 0) == 30), g.refused()
     info = g.send_good(_raw(_frame(1), t0 + 100_000_000))
     assert (info.frames_received, info.frames_rejected, info.frames_dropped, info.frames_processed) == (32, 30, 0, 2)
+
+
+@pytest.mark.parametrize("depth", [1, 10])
+def test_queue_depth_keeps_a_burst_in_order_or_only_its_newest_frame(graph, checkpoint, depth):
+    g = graph(queue_depth=depth)
+    segmenter = g.node._cameras[""].segmenter
+    step = segmenter.step
+
+    def slow_first_step(*args, **kwargs):  # the worker is busy while the rest of the burst arrives
+        segmenter.step = step
+        time.sleep(1.0)
+        return step(*args, **kwargs)
+
+    segmenter.step = slow_first_step
+    frames = [_frame(10 + i) for i in range(8)]
+    t0 = 100 * 10**9
+    for i, frame in enumerate(frames):
+        g.camera.publish(_raw(frame, t0 + i * 50_000_000))
+    last = (100, 7 * 50_000_000)
+    assert g.spin_until(lambda: g.infos and (g.infos[-1].header.stamp.sec, g.infos[-1].header.stamp.nanosec) == last)
+    info = g.infos[-1]
+    assert info.frames_received == 8 and info.frames_processed + info.frames_dropped == 8
+    if depth == 10:  # every frame, in order, with the state carried as the core carries it
+        expected = [r.labels for r in map(VideoSegmenter(load_checkpoint(checkpoint), device="cpu").step, frames)]
+        assert info.frames_dropped == 0 and g.spin_until(lambda: len(g.labels) == 8)
+        for got, want in zip(g.labels, expected, strict=True):
+            np.testing.assert_array_equal(image_to_labels(got), want)
+    else:  # the first frame (if the worker took it before the burst replaced it), then the newest only
+        assert info.frames_processed <= 2 and info.frames_dropped >= 6
 
 
 def test_a_decompression_bomb_costs_nothing_and_truncated_jpegs_are_refused(graph):

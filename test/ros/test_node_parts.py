@@ -27,6 +27,17 @@ def test_mailbox_serves_the_camera_that_waited_longest_first():
     assert [box.take(0), box.take(0)] == [("a", 2), ("b", 1)]
 
 
+def test_a_deeper_mailbox_keeps_frames_in_order_and_drops_the_oldest_beyond_its_depth():
+    box: LatestFrameMailbox[str, int] = LatestFrameMailbox(depth=3)
+    assert [box.put("a", i) for i in range(5)] == [False, False, False, True, True]
+    box.put("b", 0)
+    # a's oldest kept frame, then b (a's next frames wait behind b's oldest), then the rest of a.
+    assert [box.take(0) for _ in range(4)] == [("a", 2), ("b", 0), ("a", 3), ("a", 4)]
+    assert box.take(timeout=0.01) is None
+    with pytest.raises(ValueError, match="depth must be at least 1"):
+        LatestFrameMailbox(depth=0)
+
+
 def test_mailbox_close_wakes_a_waiting_worker():
     box: LatestFrameMailbox[str, int] = LatestFrameMailbox()
     got = []
