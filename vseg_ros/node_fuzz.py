@@ -227,7 +227,14 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
                         latest = values
             return latest
 
-        spin_until(lambda: int(counters().get("frames_received", 0)) >= total, timeout=30.0)
+        def settled() -> bool:
+            # /diagnostics is a snapshot once a second: one taken while the last frame was still in the
+            # worker shows it received but not yet processed. Wait for one that accounts for all.
+            values = counters()
+            count = {k: int(values.get(f"frames_{k}", 0)) for k in ("received", "processed", "dropped", "rejected")}
+            return count["received"] >= total and count["received"] == sum(count.values()) - count["received"]
+
+        spin_until(settled, timeout=30.0)
         values = counters()
         report.refused = {k.removeprefix("rejected_"): int(v) for k, v in values.items() if k.startswith("rejected_")}
         report.received, report.processed = (
