@@ -25,7 +25,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +34,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rclpy
-import yaml
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -60,6 +58,7 @@ from vseg_core.pretrained import WEIGHTS_DIR, shipped_checkpoint, shipped_checkp
 from vseg_core.stream import resolve_device
 from vseg_ros.bags import BagError, list_topics, read_messages, ros_type_name
 from vseg_ros.conversions import ConversionError, compressed_to_rgb, image_to_labels, image_to_rgb, rgb_to_image
+from vseg_ros.node_process import start_node_process
 
 __all__ = [
     "DEMO_DATASETS",
@@ -500,15 +499,9 @@ class _NodeProcess:
         }
         if config.backend == "onnxruntime":  # the graph's fixed size: the stream's frames
             params.update(device="auto", input_height=frame_size[0], input_width=frame_size[1])
-        self.log = logs / f"{model.name.replace('#', '_')}.node.log"
-        params_file = logs / f"{model.name.replace('#', '_')}.params.yaml"
-        params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
-        with self.log.open("w") as log:  # a file, not a pipe: a pipe nobody reads can fill and block the node
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "vseg_ros.segmentation_node", "--ros-args",
-                 "--params-file", str(params_file), "-r", f"__ns:={namespace}"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        self.process, self.log = start_node_process(
+            params, namespace=namespace, workdir=logs, name=model.name.replace("#", "_")
+        )
 
     def last_words(self) -> str:
         """The log line that says most: the first fatal one, else the last error, else the last line."""

@@ -18,7 +18,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,7 +28,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rclpy
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -37,6 +35,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from vseg.msg import SegmentationInfo
+from vseg_ros.node_process import resident_memory_mb, start_node_process
 
 __all__ = ["MALFORMED", "FuzzConfig", "FuzzReport", "run_fuzz"]
 
@@ -139,13 +138,6 @@ class FuzzReport:
         return not self.problems
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise OSError(f"no VmRSS for process {pid}")
-
-
 def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -> FuzzReport:
     compressed = transport == "compressed"
     ns = f"/fuzz{os.getpid()}_{transport}"
@@ -158,15 +150,7 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
         params["model"] = config.model
     if config.weights:
         params["weights"] = config.weights
-    params_file = workdir / f"{transport}.params.yaml"
-    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-    log = workdir / f"{transport}.node.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "vseg_ros.segmentation_node", "--ros-args", "--params-file", str(params_file),
-             "-r", f"__ns:={ns}"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    process, log = start_node_process(params, namespace=ns, workdir=workdir, name=transport)
     rng = random.Random(f"{config.seed}-{transport}")
     kinds = [reason for t, reason in MALFORMED if t == transport]
     plan = [reason for reason in kinds for _ in range(config.per_kind)]
@@ -209,7 +193,7 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
             report.problems.append(f"the node never subscribed to {topic} (log {log})")
             return report
         good()
-        report.rss_start_mb = _rss_mb(process.pid)
+        report.rss_start_mb = resident_memory_mb(process.pid)
         for i, reason in enumerate(plan, 1):
             publish(MALFORMED[(transport, reason)](rng))
             if i % config.good_every == 0:
@@ -242,7 +226,7 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
             int(values.get("frames_processed", 0)),
         )
         report.dropped, report.rejected = int(values.get("frames_dropped", 0)), int(values.get("frames_rejected", 0))
-        report.rss_end_mb = _rss_mb(process.pid)
+        report.rss_end_mb = resident_memory_mb(process.pid)
     finally:
         report.seconds = time.monotonic() - started
         alive = process.poll() is None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -20,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-import yaml
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from vseg.msg import SegmentationInfo
+from vseg_ros.node_process import resident_memory_mb, start_node_process
 
 __all__ = ["SoakConfig", "SoakReport", "run_soak"]
 
@@ -72,13 +71,6 @@ class SoakReport:
         return asdict(self)
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise OSError(f"no VmRSS for process {pid}")
-
-
 def run_soak(config: SoakConfig) -> SoakReport:
     """Run the node for ``config.seconds`` under a camera at ``config.rate_hz``; see the module."""
     ns = f"/soak{os.getpid()}"
@@ -87,15 +79,7 @@ def run_soak(config: SoakConfig) -> SoakReport:
     ctx = Context()
     rclpy.init(context=ctx)
     with tempfile.TemporaryDirectory(prefix="vseg-soak-") as workdir:
-        params_file = Path(workdir) / "params.yaml"
-        params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-        log = Path(workdir) / "node.log"
-        with log.open("w") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "vseg_ros.segmentation_node", "--ros-args", "--params-file", str(params_file),
-                 "-r", f"__ns:={ns}"],
-                stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        process, log = start_node_process(params, namespace=ns, workdir=Path(workdir), name="soak")
         node = rclpy.create_node("soak_camera", context=ctx)
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(node)
@@ -130,7 +114,7 @@ def run_soak(config: SoakConfig) -> SoakReport:
                 camera.publish(msg)
                 sent += 1
                 if np.isnan(rss_first) and elapsed >= rss_first_at:
-                    rss_first = _rss_mb(process.pid)
+                    rss_first = resident_memory_mb(process.pid)
             # The last frames finish, then the counters are read from the last info message.
             settle = time.monotonic() + 5.0
             while time.monotonic() < settle:
@@ -139,7 +123,7 @@ def run_soak(config: SoakConfig) -> SoakReport:
                 raise RuntimeError(
                     f"the node died during the soak (status {process.poll()}): {log.read_text()[-2000:]}"
                 )
-            rss_end = _rss_mb(process.pid)
+            rss_end = resident_memory_mb(process.pid)
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
