@@ -376,7 +376,7 @@ class _SegmentationWork:
         if count == 1:
             self.get_logger().error(f"{self._topic(camera.name)}: frame refused ({reason}): {why}")
         else:
-            counts = camera.stats.snapshot(time.monotonic()).rejected_by_reason
+            counts = camera.stats.rejected_by_reason()
             self.get_logger().warning(
                 f"{self._topic(camera.name)}: {sum(counts.values())} frames refused so far: "
                 + ", ".join(f"{r} {n}" for r, n in counts.items())

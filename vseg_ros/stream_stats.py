@@ -70,6 +70,14 @@ class StreamStats:
             self._reasons[reason] += 1
             return self._reasons[reason]
 
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Refused frames so far by reason, sorted by reason (cheap: no windows, no percentiles)."""
+        with self._lock:
+            return self._reason_counts()
+
+    def _reason_counts(self) -> dict[str, int]:  # with the lock held
+        return dict(sorted(self._reasons.items()))
+
     def processed(self, now: float, *, latency_ms: float, is_keyframe: bool, state_reset: bool) -> None:
         with self._lock:
             self.frames_processed += 1
@@ -105,5 +113,5 @@ class StreamStats:
                 window_dropped=len(self._dropped),
                 window_rejected=len(self._rejected),
                 seconds_since_last_frame=now - self._last_arrival,
-                rejected_by_reason=dict(sorted(self._reasons.items())),
+                rejected_by_reason=self._reason_counts(),
             )
