@@ -55,14 +55,24 @@ def message_class(msgtype: str) -> type:
         raise BagError(f"message type {msgtype} is not installed here (no Python module {parts[0]}.msg)") from None
 
 
+# mcap files whose chunk CRCs this process checked, as (path, size, mtime): one evaluation opens a
+# bag several times (topics, first frame, frames, copy), and each check reads the whole file.
+_CRC_CHECKED: set[tuple[str, int, int]] = set()
+
+
 def _open(path: Path) -> Reader:
     if not path.exists():
         raise BagError(f"no bag at {path}")
     for mcap in sorted(path.glob("*.mcap")):
+        stat = mcap.stat()
+        key = (str(mcap.resolve()), stat.st_size, stat.st_mtime_ns)  # a file changed since is checked again
+        if key in _CRC_CHECKED:
+            continue
         try:
             verify_chunk_crcs(mcap)
         except ChunkCrcError as exc:
             raise BagError(f"cannot read bag {path}: {exc}") from None
+        _CRC_CHECKED.add(key)
     try:
         reader = Reader(path)
         reader.open()
