@@ -7,7 +7,8 @@ equals ``vseg eval`` on the same frames.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from vseg_core.palette import ClassPalette
 from vseg_core.resets import RESET_NONE, ResetConfig, StreamResetDetector
 from vseg_core.runtime_onnx import OnnxSegmenter
 from vseg_core.stream import VideoSegmenter
-from vseg_ros.bags import BagError, BagWriter, list_topics, read_messages
+from vseg_ros.bags import BagError, BagWriter, bag_custom_data, list_topics, read_messages
 from vseg_ros.conversions import (
     array_to_compressed,
     colorize,
@@ -35,9 +36,15 @@ from vseg_ros.conversions import (
     rgb_to_image,
 )
 
-__all__ = ["BagEvalResult", "evaluate_bag", "first_frame_size", "write_sequences_bag"]
+__all__ = [
+    "LABEL_CLASSES_KEY", "BagEvalResult", "bag_label_classes", "evaluate_bag", "first_frame_size",
+    "write_sequences_bag",
+]  # fmt: skip
 
 _SEQUENCE_GAP_NS = 5_000_000_000  # between sequences in one bag: longer than any reset gap
+# metadata.yaml custom_data key under which `bag make` records the class names of its label topic
+# (a JSON list), so that an evaluation of many bags can refuse bags labelled with another label set.
+LABEL_CLASSES_KEY = "vseg.label_classes"
 
 
 def _header(stamp_ns: int, frame_id: str) -> Header:
@@ -57,15 +64,18 @@ def write_sequences_bag(
     storage: str = "mcap",
     compressed: bool = False,
     start_ns: int = 1_700_000_000 * 1_000_000_000,
+    label_classes: Sequence[str] | None = None,
 ) -> int:
     """One bag with every sequence in order, stamped at its frame rate, sequences 5 s apart.
 
-    Labels (mono8) go on ``label_topic`` with the image's header; returns the number of images.
+    Labels (mono8) go on ``label_topic`` with the image's header; ``label_classes`` (the names of
+    the label ids) are recorded in the bag's metadata. Returns the number of images.
     """
     if len(fps) != len(sequences) or any(f <= 0 for f in fps):
         raise ValueError("give one positive frame rate per sequence")
     count, t = 0, start_ns
-    with BagWriter(path, storage=storage) as bag:
+    custom = {LABEL_CLASSES_KEY: json.dumps(list(label_classes))} if label_classes and label_topic else None
+    with BagWriter(path, storage=storage, custom_data=custom) as bag:
         for seq, rate in zip(sequences, fps, strict=True):
             for i, (frame, gt) in enumerate(zip(seq.frames, seq.labels, strict=True)):
                 header = _header(t + round(i * 1e9 / rate), frame_id)
@@ -79,12 +89,32 @@ def write_sequences_bag(
     return count
 
 
+def bag_label_classes(bag: str | Path) -> tuple[str, ...] | None:
+    """The class names the bag's labels use, as `bag make` records them; None when not recorded."""
+    recorded = bag_custom_data(bag).get(LABEL_CLASSES_KEY)
+    if recorded is None:
+        return None
+    try:
+        names = json.loads(recorded)
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BagError(f"bag {bag}: custom_data {LABEL_CLASSES_KEY} must be a JSON list of class names")
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class BagEvalResult:
+    """``report`` as JSON; the meters themselves for whoever merges several bags' counts."""
+
     report: dict
     frames_read: int
     frames_evaluated: int
     labels_without_image: int
+    confusion: ConfusionMatrix
+    flicker: FlickerMeter
+    keyframes: int
+    ms: tuple[float, ...]  # the runtime's total per frame
 
 
 def _stamp_ns(header: Header) -> int:
@@ -139,10 +169,12 @@ def evaluate_bag(
     keyframe_policy: KeyframePolicy | None = None,
     reset_gap_s: float = 1.0,
     write: str | Path | None = None,
+    on_frame: Callable[[], None] | None = None,
 ) -> BagEvalResult:
     """Score ``model`` on a bag; ``write``: a new bag with the input plus predictions and info.
 
     model: a torch model (run on ``device``) or an ONNX Runtime export (backend onnxruntime).
+    on_frame: called after every frame (progress).
     """
     bag = Path(bag)
     if model.num_classes != palette.num_classes:
@@ -202,6 +234,8 @@ def evaluate_bag(
                 for stage, value in info.timings_ms.items():
                     setattr(msg, f"{stage}_ms", float(value))
                 writer.write("/vseg/info", stamp, msg)
+            if on_frame:
+                on_frame()
         if writer:
             for topic, stamp, msg in read_messages(bag, _all_topics(bag)):
                 writer.write(topic, stamp, msg)
@@ -228,7 +262,7 @@ def evaluate_bag(
         "sequences": sequences,
         "labels_without_image": unmatched,
     }
-    return BagEvalResult(report, read, evaluated, unmatched)
+    return BagEvalResult(report, read, evaluated, unmatched, confusion, flicker, keyframes, tuple(ms))
 
 
 def _all_topics(bag: Path) -> dict[str, type]:

@@ -22,7 +22,10 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from vseg_ros.mcap_crc import ChunkCrcError, fill_chunk_crcs, verify_chunk_crcs
 
-__all__ = ["BagError", "BagTopic", "BagWriter", "list_topics", "message_class", "read_messages", "ros_type_name"]
+__all__ = [
+    "BagError", "BagTopic", "BagWriter", "bag_custom_data", "list_topics", "message_class", "read_messages",
+    "ros_type_name",
+]  # fmt: skip
 
 _STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -60,10 +63,12 @@ def message_class(msgtype: str) -> type:
 _CRC_CHECKED: set[tuple[str, int, int]] = set()
 
 
-def _open(path: Path) -> Reader:
+def _open(path: Path, *, check_data: bool = True) -> Reader:
+    """check_data: verify the mcap chunk CRCs first (reads every byte once per process); off for
+    readers of the metadata only."""
     if not path.exists():
         raise BagError(f"no bag at {path}")
-    for mcap in sorted(path.glob("*.mcap")):
+    for mcap in sorted(path.glob("*.mcap")) if check_data else ():
         stat = mcap.stat()
         key = (str(mcap.resolve()), stat.st_size, stat.st_mtime_ns)  # a file changed since is checked again
         if key in _CRC_CHECKED:
@@ -83,13 +88,23 @@ def _open(path: Path) -> Reader:
     return reader
 
 
-def list_topics(path: str | Path) -> list[BagTopic]:
-    reader = _open(Path(path))
+def list_topics(path: str | Path, *, check_data: bool = True) -> list[BagTopic]:
+    """Topics, types and message counts from the bag's metadata (``check_data``: see ``_open``)."""
+    reader = _open(Path(path), check_data=check_data)
     try:
         counts: dict[tuple[str, str], int] = {}
         for c in reader.connections:
             counts[(c.topic, c.msgtype)] = counts.get((c.topic, c.msgtype), 0) + c.msgcount
         return [BagTopic(t, m, n) for (t, m), n in sorted(counts.items())]
+    finally:
+        reader.close()
+
+
+def bag_custom_data(path: str | Path) -> dict[str, str]:
+    """The bag's ``custom_data`` (metadata.yaml, rosbag2 version 6 and later; {} when it has none)."""
+    reader = _open(Path(path), check_data=False)
+    try:
+        return dict(reader.storage.metadata.custom or {})
     finally:
         reader.close()
 
@@ -150,7 +165,9 @@ class BagWriter:
     ...     bag.write("/camera/image_raw", stamp_ns, image_msg)
     """
 
-    def __init__(self, path: str | Path, *, storage: str = "mcap") -> None:
+    def __init__(
+        self, path: str | Path, *, storage: str = "mcap", custom_data: Mapping[str, str] | None = None
+    ) -> None:
         if storage not in _STORAGES:
             raise BagError(f"storage must be one of {', '.join(_STORAGES)}, got {storage!r}")
         self.path = Path(path)
@@ -162,6 +179,8 @@ class BagWriter:
             raise BagError(f"cannot create the folder {self.path.parent} for the bag: {exc}") from None
         self._typestore = get_typestore(Stores.ROS2_JAZZY)
         self._writer = Writer(self.path, version=9, storage_plugin=_STORAGES[storage])
+        for key, value in (custom_data or {}).items():  # metadata.yaml's custom_data: strings only
+            self._writer.set_custom_data(key, value)
         self._connections: dict[str, Connection] = {}
         self._types: dict[str, type] = {}
 

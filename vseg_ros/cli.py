@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from vseg_core.cli import CliError, build_parser, run
 
@@ -60,7 +61,7 @@ def _bag_make(args: argparse.Namespace) -> int:
     from vseg_ros.bags import BagError
 
     try:
-        sequences, _ = evaluation_sequences(
+        sequences, palette = evaluation_sequences(
             args.dataset, root=args.root, split=args.split, sequences=args.sequences, frames=args.frames,
             height=args.height, width=args.width,
         )  # fmt: skip
@@ -75,6 +76,7 @@ def _bag_make(args: argparse.Namespace) -> int:
         count = write_sequences_bag(
             sequences, fps, args.output, image_topic=args.image_topic,
             label_topic=args.label_topic or None, storage=args.storage, compressed=args.compressed,
+            label_classes=palette.names if palette else None,
         )  # fmt: skip
     except (ValueError, BagError, DatasetLayoutError) as exc:
         raise CliError(str(exc)) from None
@@ -82,55 +84,102 @@ def _bag_make(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bag_eval(args: argparse.Namespace) -> int:
-    import tempfile
+def _eval_models(args: argparse.Namespace, exports: str, *, warn: bool = True) -> tuple[Callable[[str, str], Any], Any]:
+    """(model_for(bag, image_topic), palette) as --model, --weights, --backend and --onnx-model ask.
+
+    onnxruntime without --onnx-model: the weights exported (into ``exports``) at the size of the
+    bag's frames, once per size. Random weights are drawn from one seed, so every process of a run
+    (and a resumed run) evaluates the same network. warn: print the random-weights warning.
+    """
     from pathlib import Path
 
-    from vseg_core.checkpoint import CheckpointError, load_checkpoint
+    import torch
+
+    from vseg_core.checkpoint import load_checkpoint
     from vseg_core.data import dataset_palette
     from vseg_core.export import ExportConfig, export_model
-    from vseg_core.keyframes import FixedInterval
     from vseg_core.models.registry import create_model
     from vseg_core.pretrained import checkpoint_path
     from vseg_core.runtime_onnx import OnnxSegmenter, resolve_providers
-    from vseg_ros.bag_tools import evaluate_bag, first_frame_size
-    from vseg_ros.bags import BagError
+    from vseg_ros.bag_tools import first_frame_size
 
     if args.onnx_model and args.backend != "onnxruntime":
         raise CliError("--onnx-model is an export for --backend onnxruntime")
     if args.providers and args.backend != "onnxruntime":
         raise CliError("--providers are onnxruntime's: add --backend onnxruntime")
     providers = args.providers.split(",") if args.providers else None
+    palette = dataset_palette(args.classes)
+    if args.onnx_model:
+        onnx = OnnxSegmenter(args.onnx_model, providers=providers)
+        if onnx.model_name != args.model:
+            raise CliError(f"--onnx-model {args.onnx_model} is an export of {onnx.model_name!r}, not {args.model!r}")
+        return (lambda bag, topic: onnx), onnx.palette or palette
+    if args.weights:
+        model = load_checkpoint(checkpoint_path(args.weights), expect_model=args.model)
+        palette = model.checkpoint_record.palette or palette
+    else:
+        torch.manual_seed(0)
+        model = create_model(args.model, num_classes=palette.num_classes)
+        if warn:
+            print(
+                f"vseg bag eval: WARNING: {args.model} has RANDOM weights; its accuracy means nothing", file=sys.stderr
+            )
+    model.eval()
+    if args.backend != "onnxruntime":
+        return (lambda bag, topic: model), palette
+    resolve_providers(providers)  # before any export: a missing provider fails at once
+    exported: dict[tuple[int, int], OnnxSegmenter] = {}
+
+    def at_frame_size(bag: str, topic: str) -> OnnxSegmenter:
+        height, width = first_frame_size(bag, topic)
+        if (height, width) not in exported:
+            folder = Path(exports) / f"{height}x{width}"
+            folder.mkdir(parents=True, exist_ok=True)
+            sidecar = export_model(model, folder, ExportConfig(height=height, width=width), palette=palette)
+            exported[(height, width)] = OnnxSegmenter(sidecar, providers=providers)
+        return exported[(height, width)]
+
+    return at_frame_size, palette
+
+
+def _fleet_mode(args: argparse.Namespace) -> bool:
+    """Many streams (or a results folder that makes a run resumable), rather than one bag's report."""
+    import os
+    from pathlib import Path
+
+    from vseg_ros.fleet_eval import is_bag
+
+    return (
+        len(args.bags) > 1 or args.recursive or bool(args.cameras) or args.workers > 1
+        or len(args.image_topic or []) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+        or (Path(args.bags[0]).is_dir() and not is_bag(Path(args.bags[0])))
+    )  # fmt: skip
+
+
+def _bag_eval(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from vseg_core.checkpoint import CheckpointError
+    from vseg_core.keyframes import FixedInterval
+    from vseg_ros.bag_tools import evaluate_bag
+    from vseg_ros.bags import BagError
+
+    if args.workers < 1 or args.threads < 0:
+        raise CliError(f"--workers must be at least 1 and --threads at least 0, got {args.workers} and {args.threads}")
+    if _fleet_mode(args):
+        return _bag_eval_fleet(args)
+    if not args.image_topic:
+        raise CliError("give the image topic: --image-topic TOPIC")
+    if len(args.label_topic or []) > 1:
+        raise CliError("one bag and camera take one --label-topic")
     try:
-        palette = dataset_palette(args.classes)
         with tempfile.TemporaryDirectory(prefix="vseg-bag-eval-") as exports:
-            if args.onnx_model:
-                model = OnnxSegmenter(args.onnx_model, providers=providers)
-                if model.model_name != args.model:
-                    raise CliError(
-                        f"--onnx-model {args.onnx_model} is an export of {model.model_name!r}, not {args.model!r}"
-                    )
-                palette = model.palette or palette
-            else:
-                if args.weights:
-                    model = load_checkpoint(checkpoint_path(args.weights), expect_model=args.model)
-                    palette = model.checkpoint_record.palette or palette
-                else:
-                    model = create_model(args.model, num_classes=palette.num_classes)
-                    print(
-                        f"vseg bag eval: WARNING: {args.model} has RANDOM weights; its accuracy means nothing",
-                        file=sys.stderr,
-                    )
-                model.eval()
-                if args.backend == "onnxruntime":  # exported here, at the size of the bag's frames
-                    resolve_providers(providers)  # before the export: a missing provider fails at once
-                    height, width = first_frame_size(args.bag, args.image_topic)
-                    sidecar = export_model(model, exports, ExportConfig(height=height, width=width), palette=palette)
-                    model = OnnxSegmenter(sidecar, providers=providers)
+            model_for, palette = _eval_models(args, exports)
             result = evaluate_bag(
-                args.bag, model, palette, image_topic=args.image_topic, label_topic=args.label_topic,
-                device=args.device, keyframe_policy=FixedInterval(args.interval), reset_gap_s=args.reset_gap,
-                write=args.write,
+                args.bags[0], model_for(args.bags[0], args.image_topic[0]), palette, image_topic=args.image_topic[0],
+                label_topic=(args.label_topic or [None])[0], device=args.device,
+                keyframe_policy=FixedInterval(args.interval), reset_gap_s=args.reset_gap, write=args.write,
             )  # fmt: skip
     except (ValueError, BagError, CheckpointError) as exc:  # ExportError is a ValueError
         raise CliError(str(exc)) from None
@@ -143,12 +192,109 @@ def _bag_eval(args: argparse.Namespace) -> int:
         return 0
     fp = f"{report['fp']:.4f}" if report["fp"] is not None else "-"
     print(
-        f"{args.bag}: {report['frames']} frames ({report['labelled_frames']} labelled) in "
+        f"{args.bags[0]}: {report['frames']} frames ({report['labelled_frames']} labelled) in "
         f"{len(report['sequences'])} sequences; mIoU {report['miou']:.3f}, FP {fp}, FIP {report['fip']:.4f}, "
         f"{report['ms_per_frame']:.1f} ms/frame, keyframes {report['keyframe_share']:.1%}"
     )
     if result.labels_without_image:
         print(f"warning: {result.labels_without_image} label images matched no image (by stamp)")
+    return 0
+
+
+def _fleet_request(args: argparse.Namespace, palette: Any) -> Any:
+    from pathlib import Path
+
+    from vseg_core.pretrained import checkpoint_path
+    from vseg_ros.fleet_eval import FleetRequest, cameras_from_topics, file_digest, load_cameras
+
+    if not args.out:
+        raise CliError(
+            "several streams need --out DIR: the results folder that holds the report and makes the run resumable"
+        )
+    if args.cameras and (args.image_topic or args.label_topic):
+        raise CliError("give the cameras either with --cameras FILE or with --image-topic/--label-topic, not both")
+    cameras = (
+        load_cameras(args.cameras)
+        if args.cameras
+        else cameras_from_topics(args.image_topic or [], args.label_topic or [])
+    )
+    weights = None
+    if args.weights:
+        weights = file_digest(checkpoint_path(args.weights))
+    elif args.onnx_model:
+        weights = "".join(file_digest(f) for f in sorted(Path(args.onnx_model).glob("*.onnx")))
+    settings = {
+        "model": args.model, "weights": args.weights or args.onnx_model, "weights_sha256": weights,
+        "backend": args.backend, "classes": list(palette.names), "interval": args.interval,
+        "reset_gap_s": args.reset_gap,
+    }  # fmt: skip
+    return FleetRequest(
+        paths=tuple(args.bags), cameras=cameras, out=Path(args.out), settings=settings, recursive=args.recursive,
+        interval=args.interval, reset_gap_s=args.reset_gap, device=args.device, threads=args.threads,
+        write=Path(args.write) if args.write else None,
+    )  # fmt: skip
+
+
+def _bag_eval_fleet(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from vseg_core.checkpoint import CheckpointError
+    from vseg_ros.bags import BagError
+    from vseg_ros.fleet_eval import check_request, run_fleet_eval
+
+    if args.json:
+        raise CliError("--json prints one bag's report; several streams write OUT/report.json")
+    launch = args.workers > 1 and "WORLD_SIZE" not in os.environ
+    try:
+        with tempfile.TemporaryDirectory(prefix="vseg-bag-eval-") as exports:
+            # One warning per run: from rank 0, or from this process when it runs alone.
+            model_for, palette = _eval_models(args, exports, warn=not launch and os.environ.get("RANK", "0") == "0")
+            request = _fleet_request(args, palette)
+            if launch:
+                check_request(request, palette)  # bad input: one line here, not one per worker
+                return _launch_workers(args)
+            report = run_fleet_eval(request, lambda stream: model_for(stream.bag, stream.camera.image_topic), palette)
+    except (ValueError, BagError, CheckpointError) as exc:  # FleetEvalError and ExportError are ValueErrors
+        raise CliError(str(exc)) from None
+    if report is None:  # not rank 0
+        return 0
+    o = report["overall"]
+    miou = f"{o['miou']:.3f}" if o["miou"] is not None else "-"
+    fip = f"{o['fip']:.4f}" if o["fip"] is not None else "-"
+    print(
+        f"{o['streams']} streams ({len(report['skipped'])} skipped), {o['frames_out']} frames "
+        f"({o['labelled_frames']} labelled): mIoU {miou}, FIP {fip}; report in {report['files']['markdown']}"
+    )
+    return 0
+
+
+def _launch_workers(args: argparse.Namespace) -> int:
+    """``torchrun --standalone --nproc-per-node N -m vseg_ros.cli`` with this command line: every
+    worker runs it as a rank (WORLD_SIZE is set there, so none launches again)."""
+    import logging
+    import os
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args as torchrun_arguments
+    from torch.distributed.run import run as torchrun
+
+    # torchrun would set 1 thread per worker with a warning; the cores shared evenly say the same.
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or max(1, (os.cpu_count() or 1) // args.workers)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures are reported below
+    command = ["--standalone", "--nnodes", "1", "--nproc-per-node", str(args.workers), "-m", "vseg_ros.cli", *args.argv]
+    try:
+        torchrun(torchrun_arguments(command))
+    except ChildFailedError as exc:
+        failed = ", ".join(f"rank {rank} (exit {f.exitcode})" for rank, f in sorted(exc.failures.items()))
+        raise CliError(
+            f"{failed} failed, its error above; the finished streams are recorded in {args.out}: "
+            "the same command continues the run"
+        ) from None
+    except SignalException as exc:
+        print(f"vseg bag eval: stopped by {exc.sigval.name}; the same command continues the run", file=sys.stderr)
+        return 128 + int(exc.sigval)
     return 0
 
 
@@ -291,25 +437,42 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="new bag directory")
     p.set_defaults(handler=_bag_make)
 
-    p = bag_commands.add_parser("eval", help="segment every frame of a bag and score it")
-    p.add_argument("bag")
-    p.add_argument("--image-topic", required=True)
-    p.add_argument("--label-topic", help="ground-truth labels (mono8), matched by stamp")
+    p = bag_commands.add_parser(
+        "eval", help="segment every frame of bags (one, or many over torch.distributed) and score them",
+        description="One bag and --image-topic: its report, as the node would run it. Several bags, folders of bags, "
+        "several cameras or --workers: every (bag, camera) stream, sharded over torchrun ranks, one merged report in "
+        "--out (resumable: the same command skips finished streams).",
+    )  # fmt: skip
+    p.add_argument("bags", nargs="+", metavar="BAG_OR_FOLDER", help="rosbag2 folders, or folders of them")
+    p.add_argument("--recursive", action="store_true", help="find bags in the folders' subfolders too")
+    p.add_argument("--image-topic", action="append", metavar="TOPIC", help="a camera's images (repeat per camera)")
+    p.add_argument(
+        "--label-topic", action="append", metavar="TOPIC",
+        help="ground-truth labels (mono8) matched by stamp; one per --image-topic, in the same order",
+    )  # fmt: skip
+    p.add_argument("--cameras", metavar="FILE", help="YAML: cameras: {NAME: {image: TOPIC, labels: TOPIC}}")
     p.add_argument("--model", required=True, help="registered model name")
     p.add_argument("--weights", help="checkpoint; without it random weights, loudly warned")
     p.add_argument("--classes", default="synthetic", help="label set without a checkpoint: synthetic or camvid")
     p.add_argument("--interval", type=int, default=5, help="keyframe interval")
     p.add_argument("--reset-gap", type=float, default=1.0, help="reset on stamp jumps beyond this (s)")
-    p.add_argument("--device", default="auto", help="backend torch: auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--device", default="auto", help="backend torch: auto | cpu | cuda | cuda:N (ranks: cuda:LOCAL_RANK)"
+    )
     p.add_argument(
         "--backend", choices=("torch", "onnxruntime"), default="torch",
         help="onnxruntime: run --onnx-model, or the weights exported at the size of the bag's frames",
     )  # fmt: skip
     p.add_argument("--onnx-model", metavar="DIR", help="an export (`vseg export`) of --model for --backend onnxruntime")
     p.add_argument("--providers", metavar="P[,P...]", help="onnxruntime execution providers (default cpu)")
-    p.add_argument("--write", help="new bag: the input plus /vseg/labels, /vseg/color, /vseg/info")
-    p.add_argument("--out", help="folder for bag_eval.json")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--write", help="one bag: a new bag with the input plus /vseg/labels, /vseg/color, /vseg/info; "
+        "several: a folder with one such bag per stream",
+    )  # fmt: skip
+    p.add_argument("--out", help="one bag: folder for bag_eval.json; several: the results folder (records, report)")
+    p.add_argument("--workers", type=int, default=1, help="processes on this machine (torchrun --standalone)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per process (default: cores / processes)")
+    p.add_argument("--json", action="store_true", help="one bag: print the report as JSON")
     p.set_defaults(handler=_bag_eval)
 
     p = commands.add_parser("node-bench", help="time the node's own work per frame against the core step")
@@ -390,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     own, ros_args = split_ros_args(sys.argv[1:] if argv is None else argv)
     parser = build_ros_parser()
-    parser.set_defaults(ros_args=tuple(ros_args))
+    parser.set_defaults(ros_args=tuple(ros_args), argv=tuple(own))
     if ros_args:
         args, _ = parser.parse_known_args(own)
         if (args.command, getattr(args, "bag_command", None)) not in _TAKES_ROS_ARGS:
