@@ -17,6 +17,8 @@ from vseg_core.cli import CliError, build_parser, run
 
 __all__ = ["main"]
 
+PEER_LOST_EXIT = 3  # a `bag eval` rank whose peers stopped before the results were gathered
+
 
 def _bag_play(args: argparse.Namespace) -> int:
     import rclpy
@@ -241,7 +243,7 @@ def _bag_eval_fleet(args: argparse.Namespace) -> int:
 
     from vseg_core.checkpoint import CheckpointError
     from vseg_ros.bags import BagError
-    from vseg_ros.fleet_eval import check_request, run_fleet_eval
+    from vseg_ros.fleet_eval import PeerLostError, check_request, run_fleet_eval
 
     if args.json:
         raise CliError("--json prints one bag's report; several streams write OUT/report.json")
@@ -255,6 +257,9 @@ def _bag_eval_fleet(args: argparse.Namespace) -> int:
                 check_request(request, palette)  # bad input: one line here, not one per worker
                 return _launch_workers(args)
             report = run_fleet_eval(request, lambda stream: model_for(stream.bag, stream.camera.image_topic), palette)
+    except PeerLostError as exc:  # not the cause: the rank that failed said why, and exits with 2
+        print(f"vseg bag eval: {exc}", file=sys.stderr)
+        return PEER_LOST_EXIT
     except (ValueError, BagError, CheckpointError) as exc:  # FleetEvalError and ExportError are ValueErrors
         raise CliError(str(exc)) from None
     if report is None:  # not rank 0
@@ -287,10 +292,14 @@ def _launch_workers(args: argparse.Namespace) -> int:
     try:
         torchrun(torchrun_arguments(command))
     except ChildFailedError as exc:
-        failed = ", ".join(f"rank {rank} (exit {f.exitcode})" for rank, f in sorted(exc.failures.items()))
+        # The cause: a rank that failed on its own (not one that lost its peers, nor one stopped for it).
+        causes = [
+            (r, f) for r, f in sorted(exc.failures.items()) if f.exitcode not in (PEER_LOST_EXIT,) and f.exitcode > 0
+        ]
+        rank, first = causes[0] if causes else exc.get_first_failure()
         raise CliError(
-            f"{failed} failed, its error above; the finished streams are recorded in {args.out}: "
-            "the same command continues the run"
+            f"rank {rank} failed (exit {first.exitcode}; its error is above); the finished streams are recorded in "
+            f"{args.out}: the same command continues the run"
         ) from None
     except SignalException as exc:
         print(f"vseg bag eval: stopped by {exc.sigval.name}; the same command continues the run", file=sys.stderr)

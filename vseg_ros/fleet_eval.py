@@ -44,9 +44,9 @@ from vseg_ros.bag_tools import bag_label_classes, evaluate_bag
 from vseg_ros.bags import BagError, list_topics
 
 __all__ = [
-    "Camera", "FleetEvalError", "FleetRequest", "Stream", "build_report", "cameras_from_topics", "check_request",
-    "file_digest",
-    "find_bags", "is_bag", "load_cameras", "plan_streams", "run_fleet_eval", "shard_streams", "write_report",
+    "Camera", "FleetEvalError", "FleetRequest", "PeerLostError", "Stream", "build_report", "cameras_from_topics",
+    "check_request", "file_digest", "find_bags", "is_bag", "load_cameras", "plan_streams", "run_fleet_eval",
+    "shard_streams", "write_report",
 ]  # fmt: skip
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -56,6 +56,10 @@ _PLOT_STREAMS = 60  # a plot of more bars than this is unreadable: the worst one
 
 class FleetEvalError(ValueError):
     """A fleet evaluation that cannot run as asked; one line that says what was expected."""
+
+
+class PeerLostError(FleetEvalError):
+    """Another rank stopped before the results were gathered: its own error says why."""
 
 
 @dataclass(frozen=True)
@@ -623,7 +627,7 @@ def run_fleet_eval(
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     device = _rank_device(request.device, local_rank)
-    if device == "cpu":
+    if device == "cpu" and (request.threads or local_world > 1):
         torch.set_num_threads(request.threads or max(1, (os.cpu_count() or 1) // local_world))
     try:
         return _run_rank(request, model_for, palette, world=world, rank=rank, device=device)
@@ -692,7 +696,13 @@ def _run_rank(
 
     gathered: list[Any] = [None] * world if rank == 0 else []
     if world > 1:
-        dist.gather_object(records, gathered if rank == 0 else None, dst=0)
+        try:
+            dist.gather_object(records, gathered if rank == 0 else None, dst=0)
+        except RuntimeError:  # gloo: a peer closed the connection (it failed, and said why)
+            raise PeerLostError(
+                f"rank {rank}: another rank stopped before the results were gathered; this rank's {len(records)} "
+                f"finished streams are recorded in {request.out}"
+            ) from None
     else:
         gathered = [records]
     if rank != 0:
