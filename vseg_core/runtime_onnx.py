@@ -115,6 +115,25 @@ def _read_sidecar(sidecar: Path) -> dict[str, Any]:
     return data
 
 
+def _sidecar_palette(spec: dict[str, Any], sidecar: Path) -> ClassPalette | None:
+    if spec.get("palette") is None:
+        return None
+    try:
+        palette = ClassPalette.from_dict(spec["palette"], source=str(sidecar))
+    except PaletteError as exc:
+        raise ExportError(str(exc)) from None
+    if palette.num_classes != int(spec["num_classes"]):
+        raise ExportError(f"{sidecar}: palette of {palette.num_classes} classes, {spec['num_classes']} expected")
+    return palette
+
+
+def read_export_record(path: str | Path) -> tuple[str, ClassPalette | None]:
+    """(model name, palette or None) of an export, from its sidecar only: no session, no graph read."""
+    sidecar = _sidecar_path(path)
+    spec = _read_sidecar(sidecar)
+    return spec["model"], _sidecar_palette(spec, sidecar)
+
+
 def _check_graph(session, graph: dict[str, Any], where: str, num_classes: int) -> None:
     """The graph's inputs and outputs must be the sidecar's: names in order, dtypes, fixed dims."""
     for side, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
@@ -158,16 +177,7 @@ class OnnxSegmenter:
         self.kind: str = spec["kind"]
         self.uses_keyframes = self.kind == "keyframe"
         self.precision: str = spec.get("precision", "fp32")
-        self.palette: ClassPalette | None = None
-        if spec.get("palette") is not None:
-            try:
-                self.palette = ClassPalette.from_dict(spec["palette"], source=str(sidecar))
-            except PaletteError as exc:
-                raise ExportError(str(exc)) from None
-            if self.palette.num_classes != self.num_classes:
-                raise ExportError(
-                    f"{sidecar}: palette of {self.palette.num_classes} classes, {self.num_classes} expected"
-                )
+        self.palette = _sidecar_palette(spec, sidecar)
         inp = spec["input"]
         self.input_size: tuple[int, int] | None = (
             None if inp.get("dynamic") else (int(inp["height"]), int(inp["width"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from vseg_core.cli import CliError, build_parser, run
 __all__ = ["main"]
 
 PEER_LOST_EXIT = 3  # a `bag eval` rank whose peers stopped before the results were gathered
+PEER_LOST_GRACE_S = 10.0
 
 
 def _bag_play(args: argparse.Namespace) -> int:
@@ -238,27 +240,29 @@ def _fleet_request(args: argparse.Namespace, palette: Any) -> Any:
 
 
 def _bag_eval_fleet(args: argparse.Namespace) -> int:
+    """Many streams in this process: alone, or as one rank of torchrun (or of --workers)."""
     import os
     import tempfile
 
     from vseg_core.checkpoint import CheckpointError
     from vseg_ros.bags import BagError
-    from vseg_ros.fleet_eval import PeerLostError, check_request, run_fleet_eval
+    from vseg_ros.fleet_eval import PeerLostError, run_fleet_eval
 
     if args.json:
         raise CliError("--json prints one bag's report; several streams write OUT/report.json")
-    launch = args.workers > 1 and "WORLD_SIZE" not in os.environ
+    if args.workers > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_workers(args)
     try:
         with tempfile.TemporaryDirectory(prefix="vseg-bag-eval-") as exports:
             # One warning per run: from rank 0, or from this process when it runs alone.
-            model_for, palette = _eval_models(args, exports, warn=not launch and os.environ.get("RANK", "0") == "0")
+            model_for, palette = _eval_models(args, exports, warn=os.environ.get("RANK", "0") == "0")
             request = _fleet_request(args, palette)
-            if launch:
-                check_request(request, palette)  # bad input: one line here, not one per worker
-                return _launch_workers(args)
             report = run_fleet_eval(request, lambda stream: model_for(stream.bag, stream.camera.image_topic), palette)
-    except PeerLostError as exc:  # not the cause: the rank that failed said why, and exits with 2
-        print(f"vseg bag eval: {exc}", file=sys.stderr)
+    except PeerLostError as exc:  # not the cause: the rank that failed said why
+        print(f"vseg {args.command}: {exc}", file=sys.stderr)
+        # The agent (torchrun's, or --workers') stops every rank once it sees the one that failed:
+        # waiting for that keeps this rank from being taken for the cause.
+        time.sleep(PEER_LOST_GRACE_S)
         return PEER_LOST_EXIT
     except (ValueError, BagError, CheckpointError) as exc:  # FleetEvalError and ExportError are ValueErrors
         raise CliError(str(exc)) from None
@@ -274,28 +278,57 @@ def _bag_eval_fleet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_palette(args: argparse.Namespace) -> Any:
+    """The palette of --weights, --onnx-model or --classes, from their records only (no tensors)."""
+    from vseg_core.checkpoint import read_checkpoint_record
+    from vseg_core.data import dataset_palette
+    from vseg_core.pretrained import checkpoint_path
+    from vseg_core.runtime_onnx import read_export_record
+
+    palette = dataset_palette(args.classes)
+    if args.onnx_model:
+        name, recorded = read_export_record(args.onnx_model)
+        if name != args.model:
+            raise CliError(f"--onnx-model {args.onnx_model} is an export of {name!r}, not {args.model!r}")
+        return recorded or palette
+    if args.weights:
+        return read_checkpoint_record(checkpoint_path(args.weights)).palette or palette
+    return palette
+
+
 def _launch_workers(args: argparse.Namespace) -> int:
-    """``torchrun --standalone --nproc-per-node N -m vseg_ros.cli`` with this command line: every
-    worker runs it as a rank (WORLD_SIZE is set there, so none launches again)."""
+    """--workers N: N ranks on this machine, started by torch's elastic agent (what torchrun runs,
+    with a standalone rendezvous). The ranks are forked from this process after its imports, so
+    they start at once; for that this process checks the input but builds no model and touches no
+    GPU (a forked process cannot use a CUDA context of its parent)."""
     import logging
-    import os
+    import uuid
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args as torchrun_arguments
-    from torch.distributed.run import run as torchrun
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    # torchrun would set 1 thread per worker with a warning; the cores shared evenly say the same.
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or max(1, (os.cpu_count() or 1) // args.workers)))
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures are reported below
-    command = ["--standalone", "--nnodes", "1", "--nproc-per-node", str(args.workers), "-m", "vseg_ros.cli", *args.argv]
+    from vseg_core.checkpoint import CheckpointError
+    from vseg_ros.bags import BagError
+    from vseg_ros.fleet_eval import check_request
+
     try:
-        torchrun(torchrun_arguments(command))
+        palette = _eval_palette(args)
+        check_request(_fleet_request(args, palette), palette)  # bad input: one line here, not one per rank
+    except (ValueError, BagError, CheckpointError) as exc:
+        raise CliError(str(exc)) from None
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures are reported below
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=args.workers, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0", max_restarts=0, start_method="fork", monitor_interval=0.1,
+    )  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()  # or the ranks would inherit, and print again, what is buffered here
+    try:
+        elastic_launch(config, _worker)(args)
     except ChildFailedError as exc:
         # The cause: a rank that failed on its own (not one that lost its peers, nor one stopped for it).
-        causes = [
-            (r, f) for r, f in sorted(exc.failures.items()) if f.exitcode not in (PEER_LOST_EXIT,) and f.exitcode > 0
-        ]
+        causes = [(r, f) for r, f in sorted(exc.failures.items()) if f.exitcode > 0 and f.exitcode != PEER_LOST_EXIT]
         rank, first = causes[0] if causes else exc.get_first_failure()
         raise CliError(
             f"rank {rank} failed (exit {first.exitcode}; its error is above); the finished streams are recorded in "
@@ -305,6 +338,18 @@ def _launch_workers(args: argparse.Namespace) -> int:
         print(f"vseg bag eval: stopped by {exc.sigval.name}; the same command continues the run", file=sys.stderr)
         return 128 + int(exc.sigval)
     return 0
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """One rank of --workers: exits with the status `vseg bag eval` would."""
+    try:
+        status = _bag_eval_fleet(args)
+    except CliError as exc:
+        print(f"vseg {args.command}: {exc}", file=sys.stderr)
+        status = 2
+    sys.stdout.flush()
+    if status:
+        sys.exit(status)
 
 
 def _node_bench(args: argparse.Namespace) -> int:
@@ -329,6 +374,26 @@ def _node_bench(args: argparse.Namespace) -> int:
         f"p50 {result.latency_p50_ms:.1f} ms, p95 {result.latency_p95_ms:.1f} ms"
     )
     return 0
+
+
+def _bag_eval_bench(args: argparse.Namespace) -> int:
+    from vseg_ros.fleet_bench import measure_fleet_scaling
+
+    try:
+        result = measure_fleet_scaling(
+            bags=args.bags, frames=args.frames, workers=args.workers, model=args.model, weights=args.weights,
+            height=args.height, width=args.width, threads=args.threads, repeat=args.repeat,
+        )  # fmt: skip
+    except (ValueError, RuntimeError) as exc:
+        raise CliError(str(exc)) from None
+    n, t = result.workers, result.threads
+    print(
+        f"{result.bags} bags, {result.frames} frames of {args.height}x{args.width}, {args.model} (best of "
+        f"{args.repeat}): 1 process {result.one_s:.1f} s, {n} processes {result.many_s:.1f} s ({t} thread(s) each): "
+        f"{result.speedup:.2f}x; 1 process on torch's default threads {result.all_cores_s:.1f} s: "
+        f"{result.speedup_over_all_cores:.2f}x; merged metrics {'identical' if result.identical else 'DIFFERENT'}"
+    )
+    return 0 if result.identical else 1
 
 
 def _node_soak(args: argparse.Namespace) -> int:
@@ -484,6 +549,20 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one bag: print the report as JSON")
     p.set_defaults(handler=_bag_eval)
 
+    p = bag_commands.add_parser(
+        "eval-bench", help="time `bag eval` of synthetic bags in 1 and in N processes, and compare their metrics"
+    )
+    p.add_argument("--bags", type=int, default=8)
+    p.add_argument("--frames", type=int, default=100, help="per bag")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--model", default="icnet")
+    p.add_argument("--weights", help="checkpoint (default: random weights)")
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--threads", type=int, default=1, help="per process in the 1- and N-process runs")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each, alternating; the best time counts")
+    p.set_defaults(handler=_bag_eval_bench)
+
     p = commands.add_parser("node-bench", help="time the node's own work per frame against the core step")
     p.add_argument("model", help="registered model name")
     p.add_argument("--weights", default="", help="checkpoint (default: random weights)")
@@ -562,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     own, ros_args = split_ros_args(sys.argv[1:] if argv is None else argv)
     parser = build_ros_parser()
-    parser.set_defaults(ros_args=tuple(ros_args), argv=tuple(own))
+    parser.set_defaults(ros_args=tuple(ros_args))
     if ros_args:
         args, _ = parser.parse_known_args(own)
         if (args.command, getattr(args, "bag_command", None)) not in _TAKES_ROS_ARGS:

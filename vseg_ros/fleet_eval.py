@@ -438,7 +438,7 @@ def build_report(
     streams = []
     for record in records:
         merged = _merge([record], palette)
-        del merged["confusion"], merged["streams"]
+        del merged["streams"]
         streams.append({
             "stream": record["stream"], "bag": record["bag"], "camera": record["camera"],
             "image_topic": record["image_topic"], "label_topic": record["label_topic"],
@@ -452,12 +452,7 @@ def build_report(
         groups: dict[str, list[dict]] = {}
         for record in records:
             groups.setdefault(record[field], []).append(record)
-        out = {}
-        for name in sorted(groups):
-            merged = _merge(groups[name], palette)
-            del merged["confusion"]
-            out[name] = merged
-        return out
+        return {name: _merge(groups[name], palette) for name in sorted(groups)}
 
     return {
         "settings": settings,

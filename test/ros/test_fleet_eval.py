@@ -26,6 +26,7 @@ from vseg_core.models.registry import create_model
 from vseg_ros.bag_tools import LABEL_CLASSES_KEY, evaluate_bag
 from vseg_ros.bags import BagWriter, read_messages
 from vseg_ros.cli import main
+from vseg_ros.fleet_bench import measure_fleet_scaling
 from vseg_ros.fleet_eval import (
     Camera,
     FleetEvalError,
@@ -304,6 +305,13 @@ def test_a_rank_that_fails_fails_the_run_and_its_finished_streams_stay(fleet, tm
     result = _vseg(*_eval_args(bags, out=out), "--threads", "1")
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "report.json").read_text())["overall"]["streams"] == 4
+
+
+def test_the_scaling_benchmark_runs_the_real_command_and_compares_the_metrics():
+    result = measure_fleet_scaling(bags=3, frames=3, height=64, width=128)
+    assert result.identical and result.frames == 9 and result.workers == 2
+    assert min(result.one_s, result.many_s, result.all_cores_s) > 0
+    assert result.speedup == result.one_s / result.many_s
 
 
 # ---- bad input at the command line: one line each ------------------------------------------------------------
