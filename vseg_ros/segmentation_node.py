@@ -443,6 +443,8 @@ class _SegmentationWork:
             frames_dropped=stats.frames_dropped,
             frames_rejected=stats.frames_rejected,
         )
+        by_reason = stats.rejected_by_reason()  # sorted by reason
+        out.rejected_reasons, out.rejected_counts = list(by_reason), list(by_reason.values())
         for stage, ms in info.timings_ms.items():
             setattr(out, f"{stage}_ms", float(ms))
         pubs["info"].publish(out)

@@ -156,6 +156,7 @@ def test_refused_raw_frames_are_counted_by_reason_and_leave_the_stream_untouched
     assert (info.state_reset, info.reset_reason) == (False, "")
     np.testing.assert_array_equal(image_to_labels(g.labels[-1]), expected[1])  # the state of frame 0 carried on
     assert info.frames_rejected == len(bad)
+    assert dict(zip(info.rejected_reasons, info.rejected_counts, strict=True)) == {reason: 1 for _, reason in bad}
     assert info.frames_received == info.frames_processed + info.frames_rejected + info.frames_dropped == 2 + len(bad)
 
     def reported() -> dict[str, int]:
@@ -175,6 +176,7 @@ def test_a_burst_of_malformed_frames_is_refused_frame_by_frame_none_dropped_unin
     assert g.spin_until(lambda: g.refused().get("unknown_encoding", 0) == 30), g.refused()
     info = g.send_good(_raw(_frame(1), t0 + 100_000_000))
     assert (info.frames_received, info.frames_rejected, info.frames_dropped, info.frames_processed) == (32, 30, 0, 2)
+    assert (list(info.rejected_reasons), list(info.rejected_counts)) == (["unknown_encoding"], [30])
 
 
 @pytest.mark.parametrize("depth", [1, 10])
