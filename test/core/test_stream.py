@@ -120,11 +120,31 @@ def test_input_size_resizes_on_the_device_and_labels_come_back_at_frame_size():
     frame = _frames(1, 48, 64)[0]
     result = seg.step(frame)
     with torch.no_grad():
-        small = F.interpolate(_tensor(frame), size=(12, 16), mode="bilinear", align_corners=False, antialias=True)
+        # On the CPU a frame is shrunk as bytes: the float path's result rounded to bytes.
+        as_bytes = F.interpolate(
+            torch.from_numpy(frame).permute(2, 0, 1).unsqueeze(0), size=(12, 16), mode="bilinear",
+            align_corners=False, antialias=True,
+        )  # fmt: skip
+        as_floats = F.interpolate(_tensor(frame), size=(12, 16), mode="bilinear", align_corners=False, antialias=True)
+        assert (as_bytes.float() / 255.0 - as_floats).abs().max() <= 1.0 / 255.0
+        small = as_bytes.float() / 255.0
         # A frame 4x the model's input per side: bilinear to twice the input, then nearest.
         logits = F.interpolate(model(small), size=(24, 32), mode="bilinear", align_corners=False)
     assert result.labels.shape == (48, 64)
     np.testing.assert_array_equal(result.labels, logits.argmax(1)[0].numpy().repeat(2, 0).repeat(2, 1))
+
+
+@pytest.mark.parametrize("mono", [False, True])
+def test_frames_smaller_than_the_input_are_enlarged_as_floats_and_mono_is_widened(mono):
+    model = PixelClassifier(num_classes=6)
+    frame = _frames(1, 10, 12)[0]
+    frame = frame[..., 0].copy() if mono else frame
+    seen = []
+    model.conv.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    VideoSegmenter(model, device="cpu", input_size=(20, 24)).step(frame)
+    rgb = np.repeat(frame[..., None], 3, axis=2) if mono else frame
+    expected = F.interpolate(_tensor(rgb), size=(20, 24), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(seen[-1], expected * 2 - 1, rtol=0, atol=1e-6)
 
 
 def test_keyframe_policy_drives_keyframes_and_is_swappable():
@@ -351,3 +371,14 @@ def test_reset_reasons_are_reported_once():
     seg.reset()
     infos = [seg.step(f).info for f in _frames(2)]
     assert [(i.state_reset, i.reset_reason) for i in infos] == [(True, RESET_REQUESTED), (False, RESET_NONE)]
+
+
+def test_wide_labels_reach_large_frames_at_the_same_pixels_as_narrow_ones():
+    from vseg_core.stream import _nearest
+
+    ids = torch.randint(0, 256, (37, 53), dtype=torch.uint8)
+    for size in [(1080, 1920), (111, 4000), (74, 106), (2160, 3840)]:
+        narrow = _nearest(ids, size)
+        wide = _nearest(ids.to(torch.int32), size, wide=True)
+        assert narrow.dtype == torch.uint8 and wide.dtype == torch.int32
+        assert torch.equal(narrow.to(torch.int32), wide), size
