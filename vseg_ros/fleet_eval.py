@@ -11,7 +11,8 @@ Run in one process, or under ``torchrun --nproc-per-node N [--nnodes ...] -m vse
    (longest processing time first: the long streams start at once and the shards end together).
 3. Each rank evaluates its streams one by one with :func:`evaluate_bag` (the node's reset rules, as
    for one bag) on its own GPU (``cuda:LOCAL_RANK``) or CPU threads, and writes one record per
-   finished stream into ``OUT/streams`` (atomically: a killed run leaves whole records only).
+   finished stream into ``OUT/streams`` (atomically: a killed run leaves whole records only). A
+   stream whose bag turns out damaged is reported with the reason and tried again next run.
 4. The records are gathered to rank 0 through torch.distributed (gloo, objects only) and merged
    from integer counts (confusion matrices, flicker pixel counts), so the metrics are identical for
    any number of ranks; rank 0 writes ``report.json``, ``report.md`` and ``report.png``.
@@ -56,6 +57,10 @@ _PLOT_STREAMS = 60  # a plot of more bars than this is unreadable: the worst one
 
 class FleetEvalError(ValueError):
     """A fleet evaluation that cannot run as asked; one line that says what was expected."""
+
+
+class StreamFailed(Exception):
+    """One stream could not be read to its end (a damaged bag); the message says where."""
 
 
 class PeerLostError(FleetEvalError):
@@ -220,8 +225,9 @@ def plan_streams(
     bags: Sequence[Path], cameras: Sequence[Camera], palette: ClassPalette
 ) -> tuple[list[Stream], list[dict[str, str]]]:
     """(streams, skipped): a stream per bag and camera whose image topic the bag has; the others
-    skipped with the reason. Label sets recorded in the bags (see ``bag make``) must agree with each
-    other and with ``palette``: otherwise one merged confusion matrix would add unlike classes."""
+    skipped with the reason. From the bags' metadata only (their data is checked as it is read).
+    Label sets recorded in the bags (see ``bag make``) must agree with each other and with
+    ``palette``: otherwise one merged confusion matrix would add unlike classes."""
     streams: list[Stream] = []
     skipped: list[dict[str, str]] = []
     label_sets: dict[tuple[str, ...], str] = {}
@@ -360,7 +366,12 @@ def _evaluate_stream(
             label_topic=stream.label_topic, device=device, keyframe_policy=FixedInterval(request.interval),
             reset_gap_s=request.reset_gap_s, write=partial, on_frame=on_frame,
         )  # fmt: skip
-    except ValueError as exc:  # BagError, and labels outside the palette (ConfusionMatrix)
+    except BagError as exc:
+        # A damaged bag is that stream's problem, not the fleet's: reported, and tried again next run.
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise StreamFailed(str(exc)) from None
+    except ValueError as exc:  # labels outside the palette (ConfusionMatrix): the run is misconfigured
         raise FleetEvalError(f"bag {stream.bag}, camera {stream.camera.name}: {exc}") from None
     if partial is not None:
         os.replace(partial, target)
@@ -678,11 +689,17 @@ def _run_rank(
         if announcer:
             announcer.poll()
 
-    records = []
+    records, failed = [], []
     for stream in mine:
-        record = _evaluate_stream(
-            stream, model_for=model_for, palette=palette, request=request, device=device, rank=rank, on_frame=on_frame
-        )
+        try:
+            record = _evaluate_stream(
+                stream, model_for=model_for, palette=palette, request=request, device=device, rank=rank,
+                on_frame=on_frame,
+            )  # fmt: skip
+        except StreamFailed as exc:
+            failed.append({"bag": stream.bag, "camera": stream.camera.name, "reason": f"failed: {exc}"})
+            bar.write(f"failed {stream.bag} {stream.camera.name} (rank {rank}): {exc}")
+            continue
         _write_atomically(request.out / "streams" / stream.record_name, json.dumps(record))
         records.append(record)
         if announcer:
@@ -692,19 +709,21 @@ def _run_rank(
     gathered: list[Any] = [None] * world if rank == 0 else []
     if world > 1:
         try:
-            dist.gather_object(records, gathered if rank == 0 else None, dst=0)
+            dist.gather_object((records, failed), gathered if rank == 0 else None, dst=0)
         except RuntimeError:  # gloo: a peer closed the connection (it failed, and said why)
             raise PeerLostError(
                 f"rank {rank}: another rank stopped before the results were gathered; this rank's {len(records)} "
                 f"finished streams are recorded in {request.out}"
             ) from None
     else:
-        gathered = [records]
+        gathered = [(records, failed)]
     if rank != 0:
         return None
     by_key = dict(finished)
     names = {s.key: s.record_name for s in todo}
-    for rank_records in gathered:
+    not_evaluated = list(skipped)
+    for rank_records, rank_failed in gathered:
+        not_evaluated.extend(rank_failed)
         for record in rank_records:
             by_key[record["stream"]] = record
             announcer.record(record)
@@ -712,10 +731,11 @@ def _run_rank(
             path = request.out / "streams" / names[record["stream"]]
             if not path.exists():
                 _write_atomically(path, json.dumps(record))
-    missing = [s.key for s in streams if s.key not in by_key]
+    failed_keys = {f"{f['bag']}#{f['camera']}" for f in not_evaluated}
+    missing = [s.key for s in streams if s.key not in by_key and s.key not in failed_keys]
     if missing:
         raise RuntimeError(f"{len(missing)} streams have no result after the run, e.g. {missing[0]}")
-    report = build_report([by_key[s.key] for s in streams], skipped, palette, request.settings)
+    report = build_report([by_key[s.key] for s in streams if s.key in by_key], not_evaluated, palette, request.settings)
     report["files"] = {k: str(v) for k, v in write_report(report, request.out).items()}
     return report
 

@@ -222,6 +222,29 @@ def test_the_merged_report_adds_up_what_each_stream_gives_alone(fleet, tmp_path)
     assert json.loads((tmp_path / "results" / "report.json").read_text())["overall"] == report["overall"]
 
 
+def test_a_damaged_bag_is_reported_with_the_reason_and_tried_again_next_run(tmp_path):
+    good = _write_bag(tmp_path / "bags" / "good", 4, seed=1, cameras=(FRONT,))
+    damaged = _write_bag(tmp_path / "bags" / "damaged", 6, seed=2, cameras=(FRONT,))
+    (mcap,) = damaged.glob("*.mcap")
+    raw = bytearray(mcap.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside the chunks: found by their CRCs when the stream is read
+    mcap.write_bytes(bytes(raw))
+    request = FleetRequest(
+        paths=(str(tmp_path / "bags"),), cameras=(FRONT,), out=tmp_path / "results", settings={}, progress=False
+    )
+    report = run_fleet_eval(request, lambda stream: _random_model(), PALETTE)
+    assert [Path(e["bag"]).name for e in report["streams"]] == ["good"]
+    (failed,) = report["skipped"]
+    assert failed["bag"] == str(damaged.resolve()) and failed["camera"] == "front"
+    assert failed["reason"].startswith(f"failed: cannot read bag {damaged.resolve()}: ")
+    assert "fails its CRC" in failed["reason"]
+    assert [p.name.split(".")[0] for p in (tmp_path / "results" / "streams").glob("*.json")] == ["good"]
+    alone = evaluate_bag(good, _random_model(), PALETTE, image_topic=FRONT.image_topic, label_topic=FRONT.label_topic)
+    assert report["overall"]["miou"] == alone.report["miou"]
+    again = run_fleet_eval(request, lambda stream: _random_model(), PALETTE)  # the good stream is not redone
+    assert again["skipped"] == report["skipped"] and again["overall"] == report["overall"]
+
+
 def _image():
     from sensor_msgs.msg import Image
 
