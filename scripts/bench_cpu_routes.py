@@ -1,0 +1,80 @@
+"""The other CPU routes for a shipped model's network, against eager, in one run (a benchmark).
+
+    python scripts/bench_cpu_routes.py camvid_icnet camvid_deeplab18 --height 360 --width 480
+
+Times the network's forward on one (1, 3, H, W) frame, median of --frames after --warmup, for:
+eager; channels-last; TorchScript traced, frozen and optimized for inference (oneDNN fusions);
+torch.compile (inductor, default mode; its compile time is printed). Labels are compared with
+eager's. End to end through ``VideoSegmenter`` against ONNX Runtime: ``vseg bench --backend torch
+--backend onnxruntime`` (README). Single-frame checkpoints only: the ConvLSTM and keyframe models
+carry state that these routes would need per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from vseg_core.checkpoint import load_checkpoint
+from vseg_core.pretrained import checkpoint_path
+
+
+def _median_ms(fn, x: torch.Tensor, frames: int, warmup: int) -> float:
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn(x)
+        times = []
+        for _ in range(frames):
+            start = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", help="shipped names or paths of single-frame checkpoints")
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--width", type=int, default=480)
+    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    x = torch.rand(1, 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
+    print(
+        "| checkpoint | eager ms | channels-last | TorchScript frozen | torch.compile (compile s) | labels as eager |"
+    )
+    print("|---|---:|---:|---:|---:|---|")
+    for name in args.checkpoints:
+        model = load_checkpoint(checkpoint_path(name)).eval()
+        with torch.no_grad():
+            reference = model(x).argmax(1)
+        eager = _median_ms(model, x, args.frames, args.warmup)
+        last = model.to(memory_format=torch.channels_last)
+        channels_last = _median_ms(last, x.contiguous(memory_format=torch.channels_last), args.frames, args.warmup)
+        model = model.to(memory_format=torch.contiguous_format)
+        agree = []
+        try:
+            with torch.no_grad():
+                frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
+                scripted = f"{_median_ms(frozen, x, args.frames, args.warmup):.1f}"
+                agree.append(f"TS {(frozen(x).argmax(1) == reference).float().mean().item():.4%}")
+        except Exception as exc:  # a traced op the interpreter cannot run: reported, not fatal
+            scripted = f"fails: {type(exc).__name__}"
+        start = time.perf_counter()
+        compiled = torch.compile(model)
+        with torch.no_grad():
+            compiled(x)
+        build = time.perf_counter() - start
+        compiled_ms = _median_ms(compiled, x, args.frames, args.warmup)
+        with torch.no_grad():
+            agree.append(f"compile {(compiled(x).argmax(1) == reference).float().mean().item():.4%}")
+        print(
+            f"| {name} | {eager:.1f} | {channels_last:.1f} | {scripted} | {compiled_ms:.1f} ({build:.0f}) "
+            f"| {', '.join(agree)} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
