@@ -2,7 +2,8 @@
 
     python scripts/bench_cpu_routes.py camvid_icnet camvid_deeplab18 --height 360 --width 480
 
-Times the network's forward on one (1, 3, H, W) frame, median of --frames after --warmup, for:
+Times the network's forward on one (1, 3, H, W) frame, median of --frames after --warmup, the
+routes taking turns frame by frame, for:
 eager; channels-last; TorchScript traced, frozen and optimized for inference (oneDNN fusions);
 torch.compile (inductor, default mode; its compile time is printed). Labels are compared with
 eager's. End to end through ``VideoSegmenter`` against ONNX Runtime: ``vseg bench --backend torch
@@ -13,6 +14,7 @@ carry state that these routes would need per model.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
@@ -21,16 +23,17 @@ from vseg_core.checkpoint import load_checkpoint
 from vseg_core.pretrained import checkpoint_path
 
 
-def _median_ms(fn, x: torch.Tensor, frames: int, warmup: int) -> float:
+def _interleaved_ms(routes: dict, frames: int, warmup: int) -> dict[str, float]:
+    """Median ms per route, the routes taking turns frame by frame (a noisy machine's drift is shared)."""
+    times: dict[str, list[float]] = {name: [] for name in routes}
     with torch.inference_mode():
-        for _ in range(warmup):
-            fn(x)
-        times = []
-        for _ in range(frames):
-            start = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1000
+        for i in range(warmup + frames):
+            for name, (fn, x) in routes.items():
+                start = time.perf_counter()
+                fn(x)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] * 1000 for name, t in times.items()}
 
 
 def main() -> None:
@@ -50,29 +53,29 @@ def main() -> None:
         model = load_checkpoint(checkpoint_path(name)).eval()
         with torch.no_grad():
             reference = model(x).argmax(1)
-        eager = _median_ms(model, x, args.frames, args.warmup)
-        last = model.to(memory_format=torch.channels_last)
-        channels_last = _median_ms(last, x.contiguous(memory_format=torch.channels_last), args.frames, args.warmup)
-        model = model.to(memory_format=torch.contiguous_format)
-        agree = []
+        routes = {"eager": (model, x)}
+        last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        routes["channels_last"] = (last, x.contiguous(memory_format=torch.channels_last))
+        agree, scripted = [], None
         try:
             with torch.no_grad():
                 frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
-                scripted = f"{_median_ms(frozen, x, args.frames, args.warmup):.1f}"
-                agree.append(f"TS {(frozen(x).argmax(1) == reference).float().mean().item():.4%}")
+                frozen(x)
+            routes["torchscript"] = (frozen, x)
+            agree.append(f"TS {(frozen(x).argmax(1) == reference).float().mean().item():.4%}")
         except Exception as exc:  # a traced op the interpreter cannot run: reported, not fatal
             scripted = f"fails: {type(exc).__name__}"
         start = time.perf_counter()
         compiled = torch.compile(model)
         with torch.no_grad():
-            compiled(x)
-        build = time.perf_counter() - start
-        compiled_ms = _median_ms(compiled, x, args.frames, args.warmup)
-        with torch.no_grad():
             agree.append(f"compile {(compiled(x).argmax(1) == reference).float().mean().item():.4%}")
+        build = time.perf_counter() - start
+        routes["compile"] = (compiled, x)
+        ms = _interleaved_ms(routes, args.frames, args.warmup)
+        scripted = scripted or f"{ms['torchscript']:.1f}"
         print(
-            f"| {name} | {eager:.1f} | {channels_last:.1f} | {scripted} | {compiled_ms:.1f} ({build:.0f}) "
-            f"| {', '.join(agree)} |"
+            f"| {name} | {ms['eager']:.1f} | {ms['channels_last']:.1f} | {scripted} "
+            f"| {ms['compile']:.1f} ({build:.0f}) | {', '.join(agree)} |"
         )
 
 
