@@ -147,7 +147,7 @@ def _eval_models(args: argparse.Namespace, exports: str, *, warn: bool = True) -
 
 
 def _fleet_mode(args: argparse.Namespace) -> bool:
-    """Many streams (or a results folder that makes a run resumable), rather than one bag's report."""
+    """Many streams, a folder of bags or several ranks: the fleet path, rather than one bag's report."""
     import os
     from pathlib import Path
 
