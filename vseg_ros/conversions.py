@@ -40,6 +40,8 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from vseg_ros.quiet_decode import decode_quietly
+
 __all__ = [
     "DEFAULT_LIMITS",
     "ENCODINGS",
@@ -90,7 +92,7 @@ REJECTION_REASONS = (
     "too_large",  # a side or the pixel count above SizeLimits
     "unknown_format",  # CompressedImage.format neither jpeg nor png, or no data
     "format_mismatch",  # the format names one codec, the bytes are the other
-    "corrupt",  # no jpeg or png header, broken markers
+    "corrupt",  # no jpeg or png header, broken markers, damaged data the codec complained about
     "truncated",  # a jpeg without its end-of-image marker, a png without IEND
     "implausible_size",  # far fewer bytes than any encoder writes for the declared size
     "decode_failed",  # the decoder refused, or decoded another size than the header says
@@ -413,7 +415,9 @@ def compressed_to_rgb(msg: CompressedImage, limits: SizeLimits = DEFAULT_LIMITS)
     data, codec, width, height = check_compressed(msg, limits)
     # Pixels as captured: camera drivers do not rotate by EXIF, and a rotated non-square image would
     # no longer match its header.
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    bgr, complaints = decode_quietly(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if complaints:  # decoded on by the codec, but from damaged data: garbage pixels
+        raise ConversionError(f"{codec} image of {width}x{height} has damaged data: {complaints[0]}", "corrupt")
     if bgr is None:
         raise ConversionError(f"{codec} image of {width}x{height} ({data.size} bytes) does not decode", "decode_failed")
     if bgr.shape[:2] != (height, width):
@@ -565,7 +569,9 @@ def compressed_to_labels(msg: CompressedImage) -> np.ndarray:
     if codec != "png":
         raise ConversionError(f"compressed labels must be png (lossless), got {codec}")
     _check_size(height, width, "png labels")
-    labels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    labels, complaints = decode_quietly(data, cv2.IMREAD_UNCHANGED)
+    if complaints:
+        raise ConversionError(f"png labels have damaged data: {complaints[0]}", "corrupt")
     if labels is None or labels.ndim != 2 or labels.dtype not in (np.uint8, np.uint16):
         got = "nothing" if labels is None else f"{labels.shape} {labels.dtype}"
         raise ConversionError(f"png labels must decode to one 8- or 16-bit channel, got {got}")

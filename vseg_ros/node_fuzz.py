@@ -7,8 +7,9 @@ node with a bad camera: it stays alive; it answers every valid frame; it refuses
 message under the reason expected for it (its /diagnostics counters); it accounts for every message
 (received = processed + rejected + dropped); its memory grows by less than ``rss_growth_mb``.
 
-The node's image subscription is made reliable and deep for the run (``qos_overrides``), so that
-nothing is lost in DDS and the counts must match exactly.
+The node's image subscription is made reliable and deep for the run (``qos_overrides``), and its
+frame queue deep (``queue_depth``), so that nothing is lost in DDS or replaced unread and the counts
+must match exactly.
 """
 
 from __future__ import annotations
@@ -74,6 +75,16 @@ def _truncated_jpeg(rng: random.Random) -> bytes:
     return data[: rng.randrange(200, len(data) - 2)]  # cut anywhere after the headers, before the end
 
 
+def _corrupt_jpeg(rng: random.Random) -> bytes:
+    """Either a jpeg start with no marker where one must follow (random bytes after a marker byte
+    could spell a frame header of any size: too_large or implausible, not corrupt), or a complete
+    jpeg with garbage between its scan and its end: libjpeg decodes that one, and complains."""
+    if rng.random() < 0.5:
+        return b"\xff\xd8" + bytes([rng.randrange(255)]) + rng.randbytes(99)
+    data = _jpeg(np.frombuffer(rng.randbytes(_H * _W * 3), np.uint8).reshape(_H, _W, 3))
+    return data[:-2] + bytes(rng.randrange(1, 255) for _ in range(rng.randrange(8, 200))) + data[-2:]
+
+
 # (transport, reason) -> a malformed message refused for that reason (random where it can be).
 MALFORMED: dict[tuple[str, str], Callable[[random.Random], Image | CompressedImage]] = {
     ("raw", "unknown_encoding"): lambda r: _raw(r, encoding=r.choice(["32FC1", "bayer_rggb8", "16UC3", "", "RGB8x"])),
@@ -84,9 +95,7 @@ MALFORMED: dict[tuple[str, str], Callable[[random.Random], Image | CompressedIma
     ("raw", "too_large"): lambda r: _raw(r, height=r.randrange(5000, 60000), width=5000, step=15000),
     ("compressed", "unknown_format"): lambda r: _compressed(r.randbytes(64), r.choice(["theora", "h264", "bmp"])),
     ("compressed", "format_mismatch"): lambda r: _compressed(_jpeg(np.zeros((_H, _W, 3), np.uint8)), "png"),
-    # A jpeg start, then no marker where one must follow (random bytes after a marker byte could
-    # spell a frame header of any size: those would be too_large or implausible, not corrupt).
-    ("compressed", "corrupt"): lambda r: _compressed(b"\xff\xd8" + bytes([r.randrange(255)]) + r.randbytes(99)),
+    ("compressed", "corrupt"): lambda r: _compressed(_corrupt_jpeg(r)),
     ("compressed", "truncated"): lambda r: _compressed(_truncated_jpeg(r)),
     ("compressed", "implausible_size"): lambda r: _compressed(_claiming(r.randrange(2000, 4000), 4000)),
     ("compressed", "too_large"): lambda r: _compressed(_claiming(16384, 16384)),
@@ -142,8 +151,10 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
     compressed = transport == "compressed"
     ns = f"/fuzz{os.getpid()}_{transport}"
     topic = f"{ns}/image" + ("/compressed" if compressed else "")
+    # queue_depth: a complete jpeg with damaged data passes the checks at arrival (only decoding
+    # finds it), so it waits for the worker like a valid frame; queued, not replaced by the next one.
     params = {"device": config.device, "compressed": compressed, "publish_color": False,
-              "publish_overlay": False, "publish_confidence": False,
+              "publish_overlay": False, "publish_confidence": False, "queue_depth": 1000,
               f"qos_overrides.{topic}.subscription.reliability": "reliable",
               f"qos_overrides.{topic}.subscription.depth": _DEPTH}  # fmt: skip
     if config.model:

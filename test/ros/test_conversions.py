@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
 import time
 import tracemalloc
 import zlib
@@ -35,6 +37,7 @@ from vseg_ros.conversions import (
     overlay,
     rgb_to_image,
 )
+from vseg_ros.quiet_decode import decode_quietly
 
 H, W = 6, 10
 RNG = np.random.default_rng(3)
@@ -458,6 +461,45 @@ def test_truncated_files_are_refused_and_zero_padding_after_a_jpeg_is_not_trunca
         with pytest.raises(ConversionError, match="is truncated") as info:
             compressed_to_rgb(CompressedImage(format=codec, data=bytes(data)))
         assert info.value.reason == "truncated"
+
+
+def _with_junk_before_eoi(jpeg: bytes, n: int = 37) -> bytes:
+    """A complete jpeg with ``n`` bytes of garbage after its scan: libjpeg decodes it, and complains."""
+    return jpeg[:-2] + bytes(range(1, n + 1)) + jpeg[-2:]
+
+
+def test_damaged_jpeg_data_is_refused_with_the_codecs_complaint_and_nothing_reaches_stderr(capfd):
+    jpeg = bytes(array_to_compressed(SMOOTH, Header(), "jpeg").data)
+    message = r"jpeg image of \d+x\d+ has damaged data: Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9"
+    with pytest.raises(ConversionError, match=message) as info:
+        compressed_to_rgb(CompressedImage(format="jpeg", data=_with_junk_before_eoi(jpeg)))
+    assert info.value.reason == "corrupt"
+    assert capfd.readouterr().err == ""
+    # The same bytes through OpenCV alone: the codec writes its complaint to the process's stderr.
+    assert cv2.imdecode(np.frombuffer(_with_junk_before_eoi(jpeg), np.uint8), cv2.IMREAD_COLOR) is not None
+    assert "extraneous bytes before marker 0xd9" in capfd.readouterr().err
+
+
+def test_other_output_to_stderr_while_frames_decode_is_passed_on_whole(capfd):
+    damaged = np.frombuffer(_with_junk_before_eoi(bytes(array_to_compressed(SMOOTH, Header(), "jpeg").data)), np.uint8)
+    stop, sent = threading.Event(), []
+
+    def another_thread_logging() -> None:
+        while not stop.is_set():
+            os.write(2, f"log line {len(sent)}\n".encode())
+            sent.append(len(sent))
+            time.sleep(0.0001)
+
+    thread = threading.Thread(target=another_thread_logging)
+    thread.start()
+    try:
+        complaints = [decode_quietly(damaged, cv2.IMREAD_COLOR)[1] for _ in range(200)]
+    finally:
+        stop.set()
+        thread.join()
+    assert all(len(c) == 1 and c[0].startswith("Corrupt JPEG data") for c in complaints)
+    # Every line of the other thread arrives once (those written during a decode after it), no codec line.
+    assert sorted(capfd.readouterr().err.splitlines()) == sorted(f"log line {i}" for i in sent)
 
 
 def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
