@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -58,7 +57,7 @@ from vseg_core.pretrained import WEIGHTS_DIR, shipped_checkpoint, shipped_checkp
 from vseg_core.stream import resolve_device
 from vseg_ros.bags import BagError, list_topics, read_messages, ros_type_name
 from vseg_ros.conversions import ConversionError, compressed_to_rgb, image_to_labels, image_to_rgb, rgb_to_image
-from vseg_ros.node_process import start_node_process
+from vseg_ros.node_process import start_node_process, stop_node_process
 
 __all__ = [
     "DEMO_DATASETS",
@@ -519,14 +518,7 @@ class _NodeProcess:
         return DemoError(f"segmentation_node {what} (status {self.process.poll()}; log {self.log}{said})")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_node_process(self.process, _STOP_TIMEOUT_S)
 
 
 class _Spinner:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -36,7 +34,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from vseg.msg import SegmentationInfo
-from vseg_ros.node_process import resident_memory_mb, start_node_process
+from vseg_ros.node_process import resident_memory_mb, start_node_process, stop_node_process
 
 __all__ = ["MALFORMED", "FuzzConfig", "FuzzReport", "run_fuzz"]
 
@@ -241,13 +239,7 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
     finally:
         report.seconds = time.monotonic() - started
         alive = process.poll() is None
-        if alive:
-            process.send_signal(signal.SIGINT)
-        try:
-            report.exit_status = process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            report.exit_status = process.wait()
+        report.exit_status = stop_node_process(process)
         executor.shutdown()
         tester.destroy_node()
     if not alive:

@@ -3,6 +3,7 @@ namespace), for the tools that drive and measure it from outside: demo, node-fuz
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,17 @@ def start_node_process(
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     return process, log
+
+
+def stop_node_process(process: subprocess.Popen, timeout_s: float = 60.0) -> int:
+    """Stop the node as launch does (SIGINT, then SIGKILL after ``timeout_s``); its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def resident_memory_mb(pid: int) -> float:

@@ -10,8 +10,6 @@ memory after the first minute (or half the run, if shorter) and at the end: a le
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +23,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from vseg.msg import SegmentationInfo
-from vseg_ros.node_process import resident_memory_mb, start_node_process
+from vseg_ros.node_process import resident_memory_mb, start_node_process, stop_node_process
 
 __all__ = ["SoakConfig", "SoakReport", "run_soak"]
 
@@ -125,13 +123,7 @@ def run_soak(config: SoakConfig) -> SoakReport:
                 )
             rss_end = resident_memory_mb(process.pid)
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-            try:
-                status = process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                status = process.wait()
+            status = stop_node_process(process)
             executor.shutdown()
             node.destroy_node()
             ctx.try_shutdown()
