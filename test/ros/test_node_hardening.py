@@ -254,3 +254,31 @@ def test_a_wrongly_typed_parameter_on_the_command_line_ends_start_up_with_one_li
     assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
     (line,) = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
     assert line.endswith("cannot start: parameter 'keyframe_interval' must be an integer, got 'five'")
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out_of_memory"),
+     (RuntimeError("a kernel failed"), "model_failed")],
+)  # fmt: skip
+def test_a_frame_the_model_fails_on_is_refused_and_the_stream_goes_on_without_it(graph, checkpoint, error, reason):
+    """On a GPU an oversized frame can run out of memory inside the model: injected here on the CPU."""
+    g = graph()
+    frames = [_frame(s) for s in (30, 31, 32)]
+    t0 = 100 * 10**9
+    g.send_good(_raw(frames[0], t0))
+    model = g.node._cameras[""].segmenter.model
+    real_step = model.step
+
+    def fails_once(*args, **kwargs):
+        model.step = real_step
+        raise error
+
+    model.step = fails_once
+    g.send_bad(_raw(frames[1], t0 + 66_000_000), reason)
+    info = g.send_good(_raw(frames[2], t0 + 133_000_000))
+    assert (info.state_reset, info.frames_rejected) == (False, 1)
+    assert dict(zip(info.rejected_reasons, info.rejected_counts, strict=True)) == {reason: 1}
+    core = VideoSegmenter(load_checkpoint(checkpoint), device="cpu")
+    expected = [core.step(f).labels for f in (frames[0], frames[2])]  # the failed frame never happened
+    np.testing.assert_array_equal(image_to_labels(g.labels[-1]), expected[-1])
