@@ -563,15 +563,12 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
 # ---- the run -------------------------------------------------------------------------------------------
 
 
-def _summary_line(record: dict, done: int, total: int) -> str:
-    cm = np.asarray(record["confusion"])
-    miou = ConfusionMatrix(cm.shape[0])
-    miou.matrix += cm
-    score = f"mIoU {miou.miou():.3f}" if record["labelled_frames"] else "no labels"
-    fip = record["flicker"]["pred_changes"] / record["flicker"]["pixels"] if record["flicker"]["pixels"] else 0.0
+def _summary_line(record: dict, palette: ClassPalette, done: int, total: int) -> str:
+    m = _merge([record], palette)
+    score = f"mIoU {m['miou']:.3f}" if m["miou"] is not None else "no labels"
     return (
-        f"[{done}/{total}] {record['bag']} {record['camera']}: {record['frames_out']} frames, {score}, "
-        f"FIP {fip:.4f}, {record['ms_total'] / max(record['frames_out'], 1):.1f} ms/frame (rank {record['rank']})"
+        f"[{done}/{total}] {record['bag']} {record['camera']}: {m['frames_out']} frames, {score}, "
+        f"FIP {m['fip'] or 0.0:.4f}, {m['ms_per_frame_mean']:.1f} ms/frame (rank {record['rank']})"
     )
 
 
@@ -579,19 +576,26 @@ class _Announcer:
     """Rank 0's summary line per finished stream, whichever rank finished it: new records in the
     results folder are looked for at most every ``every_s`` seconds."""
 
-    def __init__(self, out: Path, todo: Sequence[Stream], print_line: Callable[[str], None], every_s: float = 2.0):
+    def __init__(
+        self,
+        out: Path,
+        todo: Sequence[Stream],
+        palette: ClassPalette,
+        print_line: Callable[[str], None],
+        every_s: float = 2.0,
+    ) -> None:
         self._paths = {s.key: out / "streams" / s.record_name for s in todo}
         self._done: set[str] = set()
-        self._print, self._every, self._last = print_line, every_s, 0.0
+        self._palette, self._print, self._every, self._last = palette, print_line, every_s, 0.0
 
     def record(self, record: dict) -> None:
         if record["stream"] in self._paths and record["stream"] not in self._done:
             self._done.add(record["stream"])
-            self._print(_summary_line(record, len(self._done), len(self._paths)))
+            self._print(_summary_line(record, self._palette, len(self._done), len(self._paths)))
 
-    def poll(self, force: bool = False) -> None:
+    def poll(self) -> None:
         now = time.monotonic()
-        if not force and now - self._last < self._every:
+        if now - self._last < self._every:
             return
         self._last = now
         for key, path in self._paths.items():
@@ -675,7 +679,7 @@ def _run_rank(
         total=sum(s.frames for s in mine), desc=f"rank {rank}", unit="frame", position=rank, mininterval=1.0,
         disable=None if request.progress else True, file=sys.stderr, leave=False,  # None: off when not a terminal
     )  # fmt: skip
-    announcer = _Announcer(request.out, todo, bar.write) if rank == 0 else None
+    announcer = _Announcer(request.out, todo, palette, bar.write) if rank == 0 else None
     if rank == 0:
         bar.write(
             f"{len(streams)} streams in {len({s.bag for s in streams})} bags, {len(skipped)} skipped, "
