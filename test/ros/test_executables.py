@@ -155,13 +155,20 @@ def test_bag_play_honours_node_name_remap_and_vseg_publishes_the_bag_clock(ros_c
 
     # The `vseg` command itself takes the tail too (`ros2 run vseg vseg bag play ...`).
     images.clear()
+    # At the bag's own rate (messages 1 s apart) the player lives ~2 s after it starts publishing: node
+    # names travel in their own discovery message, after the endpoints, and must reach us while it lives.
     vseg = Executable(
-        tmp_path, "vseg", "bag", "play", str(bag), "--rate", "10", "--wait-for-subscribers", "30",
+        tmp_path, "vseg", "bag", "play", str(bag), "--rate", "1", "--wait-for-subscribers", "30",
         "--ros-args", "-r", "__node:=vseg_player", "-r", f"/camera/image_raw:={ns}/remapped",
     )  # fmt: skip
     seen: set[str] = set()
-    assert spin_until(tester, lambda: seen.update(_node_names(tester)) or len(images) == 3, timeout=60), vseg.output()
-    assert vseg.wait() == 0 and "/vseg_player" in seen, vseg.output()
+
+    def done() -> bool:
+        seen.update(_node_names(tester))
+        return vseg.process.poll() is not None or (len(images) == 3 and "/vseg_player" in seen)
+
+    assert spin_until(tester, done, timeout=60), vseg.output()
+    assert vseg.wait() == 0 and len(images) == 3 and "/vseg_player" in seen, (seen, vseg.output())
 
 
 def test_commands_without_a_node_accept_the_tail_and_say_they_ignore_it(tmp_path):
