@@ -360,7 +360,7 @@ def _node_bench(args: argparse.Namespace) -> int:
     try:
         result = measure_node_overhead(
             args.model, weights=args.weights, height=args.height, width=args.width, frames=args.frames,
-            device=args.device,
+            device=args.device, backend=args.backend,
         )  # fmt: skip
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -368,7 +368,8 @@ def _node_bench(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict()))
         return 0
     print(
-        f"{result.model} at {result.width}x{result.height} ({result.frames} frames, medians): node frame path "
+        f"{result.model} [{result.backend}] at {result.width}x{result.height} ({result.frames} frames, medians): "
+        f"node frame path "
         f"{result.node_ms:.1f} ms, VideoSegmenter.step {result.step_ms:.1f} ms, node overhead "
         f"{result.overhead_ms:.1f} ms = {result.overhead_ratio:.1%} of the step; latency stamp->info "
         f"p50 {result.latency_p50_ms:.1f} ms, p95 {result.latency_p95_ms:.1f} ms"
@@ -570,6 +571,10 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--frames", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--backend", choices=("torch", "onnxruntime"), default="torch",
+        help="onnxruntime: the node exports the model at the frame size on start-up (default torch)",
+    )  # fmt: skip
     p.add_argument(
         "--soak", type=float, metavar="SECONDS",
         help="instead: the node in its own process under a camera at --rate for this long (memory, latency, drops)",

@@ -26,6 +26,8 @@ __all__ = ["NodeOverhead", "measure_node_overhead"]
 @dataclass(frozen=True)
 class NodeOverhead:
     model: str
+    backend: str
+    runner: str  # what the node's segmenter ran: the model's class, or OnnxSegmenter
     height: int
     width: int
     frames: int
@@ -49,18 +51,22 @@ def measure_node_overhead(
     frames: int = 10,
     warmup: int = 2,
     device: str = "cpu",
+    backend: str = "torch",
 ) -> NodeOverhead:
+    """backend onnxruntime: the node exports the model at the frame size on start-up, as it does
+    with ``onnx_model`` empty and ``input_width``/``input_height`` set."""
     ctx = Context()
     rclpy.init(context=ctx)
+    overrides = [
+        Parameter("model", value=model),
+        Parameter("weights", value=weights),
+        Parameter("device", value=device),
+        Parameter("backend", value=backend),
+    ]
+    if backend == "onnxruntime":
+        overrides += [Parameter("input_width", value=width), Parameter("input_height", value=height)]
     try:
-        node = SegmentationNode(
-            context=ctx,
-            parameter_overrides=[
-                Parameter("model", value=model),
-                Parameter("weights", value=weights),
-                Parameter("device", value=device),
-            ],
-        )
+        node = SegmentationNode(context=ctx, parameter_overrides=overrides)
         # Matched readers, so that publishing does what it does on a vehicle (serialise and hand over).
         listener = rclpy.create_node("vseg_bench_listener", context=ctx)
         listener.create_subscription(SegmentationInfo, "/segmentation/info", lambda m: None, 50)
@@ -102,6 +108,8 @@ def measure_node_overhead(
         listener.destroy_node()
         return NodeOverhead(
             model=model,
+            backend=backend,
+            runner=type(camera.segmenter.model).__name__,
             height=height,
             width=width,
             frames=frames,

@@ -285,11 +285,15 @@ def test_padded_and_read_only_frames_give_the_same_labels_as_contiguous_ones():
     view = padded[:, :32]
     read_only = frame.copy()
     read_only.flags.writeable = False
-    expected = VideoSegmenter(model, device="cpu").step(frame).labels
-    seg = VideoSegmenter(model, device="cpu")
     flipped_back = np.ascontiguousarray(frame[::-1])[::-1]  # negative row stride
-    for f in (view, read_only, flipped_back):
-        np.testing.assert_array_equal(seg.step(f).labels, expected)
+    # At the model's size, and shrunk first (the CPU reads writable frames where they lie).
+    for input_size in (None, (12, 16)):
+        expected = VideoSegmenter(model, device="cpu", input_size=input_size).step(frame).labels
+        seg = VideoSegmenter(model, device="cpu", input_size=input_size)
+        for f in (view, read_only, flipped_back):
+            before = f.copy()
+            np.testing.assert_array_equal(seg.step(f).labels, expected)
+            np.testing.assert_array_equal(f, before)  # read, never written
 
 
 def test_mono_and_rgb_at_one_size_keep_the_state():

@@ -31,3 +31,10 @@ def test_node_overhead_is_the_node_path_minus_the_step():
     assert result.node_ms >= result.step_ms > 0
     assert result.overhead_ms >= 0 and result.overhead_ratio == result.overhead_ms / result.step_ms
     assert result.latency_p95_ms >= result.latency_p50_ms > 0
+    assert (result.backend, result.runner) == ("torch", "ICNet")
+
+
+def test_node_overhead_with_onnxruntime_runs_the_export_made_at_the_frame_size():
+    result = measure_node_overhead("icnet", height=48, width=64, frames=3, warmup=1, backend="onnxruntime")
+    assert (result.backend, result.runner) == ("onnxruntime", "OnnxSegmenter")
+    assert result.node_ms >= result.step_ms > 0 and result.overhead_ms >= 0
