@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vseg_core.json_records import read_json_record
 from vseg_core.models.registry import create_model
 from vseg_core.palette import ClassPalette, PaletteError
 
@@ -27,7 +28,6 @@ __all__ = ["CheckpointError", "CheckpointRecord", "load_checkpoint", "read_check
 
 FORMAT = "vseg-checkpoint"
 FORMAT_VERSION = 1
-_MAX_JSON_BYTES = 1 << 20
 _MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit for the JSON header
 
 
@@ -92,16 +92,9 @@ def read_checkpoint_record(path: str | Path) -> CheckpointRecord:
     _, record = _paths(path)
     if not record.is_file():
         raise CheckpointError(f"no checkpoint record {record} (a checkpoint is NAME.safetensors + NAME.json)")
-    if record.stat().st_size > _MAX_JSON_BYTES:
-        raise CheckpointError(f"{record} is larger than {_MAX_JSON_BYTES} bytes; not a vseg checkpoint record")
-    try:
-        data = json.loads(record.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{record} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f'{record} is not a vseg checkpoint record (no "format": "{FORMAT}")')
-    if data.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{record} has format version {data.get('version')}; this vseg reads {FORMAT_VERSION}")
+    data = read_json_record(
+        record, what="vseg checkpoint record", fmt=FORMAT, version=FORMAT_VERSION, error=CheckpointError
+    )
     if not isinstance(data.get("model"), str) or not isinstance(data.get("config"), dict):
         raise CheckpointError(f"{record} must name a model (string) and its config (object)")
     try:

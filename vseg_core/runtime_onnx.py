@@ -11,7 +11,6 @@ can run code: ONNX graphs and JSON only, no pickle, no custom-op libraries.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from vseg_core.export import FORMAT, FORMAT_VERSION, SIDECAR, ExportError, state_shapes_at
+from vseg_core.json_records import read_json_record
 from vseg_core.models.streaming import StepOutput
 from vseg_core.nn.motion import DISFlow
 from vseg_core.palette import ClassPalette, PaletteError
@@ -36,7 +36,6 @@ PROVIDERS = {
 }
 _ORT_DTYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)", "float16": "tensor(float16)"}
 _NP_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
-_MAX_SIDECAR_BYTES = 1 << 20
 _NULL_TIMER = NullTimer()
 
 
@@ -93,16 +92,7 @@ def _sidecar_path(path: str | Path) -> Path:
 
 
 def _read_sidecar(sidecar: Path) -> dict[str, Any]:
-    if sidecar.stat().st_size > _MAX_SIDECAR_BYTES:
-        raise ExportError(f"{sidecar} is larger than {_MAX_SIDECAR_BYTES} bytes; not a vseg export sidecar")
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExportError(f"{sidecar} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ExportError(f"{sidecar} is not a vseg export sidecar (format {FORMAT!r} expected)")
-    if data.get("version") != FORMAT_VERSION:
-        raise ExportError(f"{sidecar} has format version {data.get('version')!r}; this vseg reads {FORMAT_VERSION}")
+    data = read_json_record(sidecar, what="vseg export sidecar", fmt=FORMAT, version=FORMAT_VERSION, error=ExportError)
     missing = [k for k in ("model", "kind", "num_classes", "input", "graphs", "state") if k not in data]
     if missing:
         raise ExportError(f"{sidecar} lacks {', '.join(missing)}")
