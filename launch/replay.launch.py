@@ -24,8 +24,13 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from vseg_ros.launch_arguments import replay_node_parameters, rviz_installed, segmentation_topics
-from vseg_ros.parameters import DEFAULT_WEIGHTS
+from vseg_ros.launch_arguments import (
+    MODEL_PARAMETERS,
+    node_parameter_arguments,
+    replay_node_parameters,
+    rviz_installed,
+    segmentation_topics,
+)
 from vseg_ros.rviz_config import write_rviz_config
 
 NODE_NAME = "segmentation"
@@ -34,16 +39,7 @@ ARGUMENTS = (
     ("image", "/camera/image_raw", "the bag's image topic (sensor_msgs/Image)"),
     ("rate", "1.0", "playback speed factor"),
     ("loop", "false", "play the bag again and again"),
-    ("model", "", "registered model name (`vseg models` lists them); empty: the one `weights` holds"),
-    ("weights", DEFAULT_WEIGHTS, "checkpoint (.safetensors with its .json) or a shipped name; empty: random weights"),
-    ("device", "auto", "auto | cpu | cuda | cuda:N"),
-    ("precision", "fp32", "fp32 | fp16 | bf16"),
-    (
-        "backend",
-        "torch",
-        "torch | onnxruntime (onnx_model, or weights exported at start-up at input_width x input_height)",
-    ),
-    ("onnx_model", "", "backend onnxruntime: a `vseg export` folder"),
+    *node_parameter_arguments(MODEL_PARAMETERS),
     ("rviz", "true", "start RViz showing input, overlay and legend (fails at once if rviz2 is not installed)"),
 )
 # Nodes that use the bag's time: all of them (the player's own timing is wall time whatever this says).
@@ -88,7 +84,7 @@ def _setup(context):
         emulate_tty=True,
         parameters=[
             LaunchConfiguration("params_file"),
-            {n: LaunchConfiguration(n) for n in ("model", "weights", "device", "precision", "backend", "onnx_model")},
+            {n: LaunchConfiguration(n) for n in MODEL_PARAMETERS},
             node_parameters,
         ],
         remappings=[("image", LaunchConfiguration("image"))],

@@ -20,28 +20,20 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from vseg_ros.launch_arguments import (
+    MODEL_PARAMETERS,
     LaunchArgumentError,
     check_namespace,
+    node_parameter_arguments,
     parse_cameras,
     rviz_installed,
     segmentation_topics,
 )
-from vseg_ros.parameters import DEFAULT_WEIGHTS
 from vseg_ros.rviz_config import write_rviz_config
 
 NODE_NAME = "segmentation"
 ARGUMENTS = (
     ("image", "/camera/image_raw", "input image topic (sensor_msgs/Image), remapped onto the node's `image`"),
-    ("model", "", "registered model name (`vseg models` lists them); empty: the one `weights` holds"),
-    ("weights", DEFAULT_WEIGHTS, "checkpoint (.safetensors with its .json) or a shipped name; empty: random weights"),
-    ("device", "auto", "auto | cpu | cuda | cuda:N"),
-    ("precision", "fp32", "fp32 | fp16 | bf16"),
-    (
-        "backend",
-        "torch",
-        "torch | onnxruntime (onnx_model, or weights exported at start-up at input_width x input_height)",
-    ),
-    ("onnx_model", "", "backend onnxruntime: a `vseg export` folder"),
+    *node_parameter_arguments(MODEL_PARAMETERS),
     ("namespace", "", "namespace of the node"),
     ("cameras", "", "comma-separated camera namespaces (front,rear: front/image, rear/image); empty: params_file's"),
     ("use_sim_time", "false", "take time from /clock"),
@@ -68,9 +60,7 @@ def _setup(context):
         raise RuntimeError(str(exc)) from None  # launch prints it and stops before starting anything
     use_sim_time = IfCondition(LaunchConfiguration("use_sim_time")).evaluate(context)
     managed = IfCondition(LaunchConfiguration("managed")).evaluate(context)
-    parameters = {
-        n: LaunchConfiguration(n) for n in ("model", "weights", "device", "precision", "backend", "onnx_model")
-    }
+    parameters = {n: LaunchConfiguration(n) for n in MODEL_PARAMETERS}
     if value("cameras"):
         parameters["cameras"] = list(cameras)
     actions = [

@@ -14,10 +14,14 @@ from rclpy.validate_full_topic_name import validate_full_topic_name
 from rclpy.validate_namespace import validate_namespace
 from rclpy.validate_topic_name import validate_topic_name
 
+from vseg_ros.parameters import PARAMETERS
+
 __all__ = [
+    "MODEL_PARAMETERS",
     "LaunchArgumentError",
     "SegmentationTopics",
     "check_namespace",
+    "node_parameter_arguments",
     "parse_cameras",
     "replay_node_parameters",
     "rviz_installed",
@@ -26,10 +30,18 @@ __all__ = [
 
 
 REPLAY_QUEUE_DEPTH = 64  # frames: two seconds of a 30 Hz camera
+#: Node parameters both launch files take as launch arguments of the same name (what runs, and where).
+MODEL_PARAMETERS = ("model", "weights", "device", "precision", "backend", "onnx_model")
 
 
 class LaunchArgumentError(ValueError):
     """A launch argument that cannot work; the message names it and says what to pass instead."""
+
+
+def node_parameter_arguments(names: tuple[str, ...] = MODEL_PARAMETERS) -> tuple[tuple[str, str, str], ...]:
+    """(name, default, description) of the launch arguments that set the node parameters ``names``:
+    the node's own defaults and descriptions, so that a launch file cannot drift from the node."""
+    return tuple((name, str(PARAMETERS[name][0]), PARAMETERS[name][1].description) for name in names)
 
 
 def _first_line(exc: Exception) -> str:

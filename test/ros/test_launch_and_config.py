@@ -13,13 +13,15 @@ import pytest
 import yaml
 
 from vseg_ros.launch_arguments import (
+    MODEL_PARAMETERS,
     LaunchArgumentError,
     check_namespace,
+    node_parameter_arguments,
     parse_cameras,
     replay_node_parameters,
     segmentation_topics,
 )
-from vseg_ros.parameters import PARAMETERS
+from vseg_ros.parameters import DEFAULT_WEIGHTS, PARAMETERS
 from vseg_ros.rviz_config import RvizTemplateError, render_rviz_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,11 +63,26 @@ def test_launch_files_compile_and_name_existing_executables_parameters_and_files
         strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         for ref in strings & {"config", "segmentation.yaml", "vseg.rviz"}:
             assert ref == "config" or (REPO / "config" / ref).exists(), f"{path.name} names config/{ref}"
-        # Parameters set from launch arguments are parameters the node declares.
-        for dict_node in (n for n in ast.walk(tree) if isinstance(n, ast.DictComp)):
-            loop = dict_node.generators[0].iter
-            if isinstance(loop, ast.Tuple):
-                assert {e.value for e in loop.elts} <= set(PARAMETERS)
+        # Parameters set from launch arguments are parameters the node declares, and every one of
+        # them is declared as a launch argument (from the node's own defaults and descriptions).
+        comprehensions = [n for n in ast.walk(tree) if isinstance(n, ast.DictComp)]
+        loops = [c.generators[0].iter for c in comprehensions]
+        assert loops and all(isinstance(loop, ast.Name) and loop.id == "MODEL_PARAMETERS" for loop in loops)
+        starred = [n.value for n in ast.walk(tree) if isinstance(n, ast.Starred) and isinstance(n.value, ast.Call)]
+        assert any(
+            getattr(c.func, "id", "") == "node_parameter_arguments" and [a.id for a in c.args] == ["MODEL_PARAMETERS"]
+            for c in starred
+        ), f"{path.name} does not declare the node's model parameters as launch arguments"
+    assert set(MODEL_PARAMETERS) <= set(PARAMETERS)
+
+
+def test_launch_arguments_for_node_parameters_carry_the_nodes_defaults_and_descriptions():
+    arguments = {name: (default, text) for name, default, text in node_parameter_arguments()}
+    assert list(arguments) == list(MODEL_PARAMETERS)
+    assert arguments["weights"][0] == DEFAULT_WEIGHTS and arguments["device"][0] == "auto"
+    for name, (default, text) in arguments.items():
+        node_default, descriptor = PARAMETERS[name]
+        assert default == node_default and text == descriptor.description and text
 
 
 def _displays(config: dict) -> dict[str, dict]:
