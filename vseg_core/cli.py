@@ -507,7 +507,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps before poly decay")
     p.add_argument("--grad-clip", type=float, default=10.0, help="max gradient norm (0: off)")
-    p.add_argument("--no-amp", action="store_true", help="full precision on CUDA too")
+    p.add_argument("--no-amp", action="store_true", help="fp32 throughout (no fp16/bf16 on CUDA, no bf16 on CPUs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda; under torchrun each process its own GPU")
     p.add_argument("--workers", type=int, default=0, help="data loader processes")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import resnet18
+from torchvision.ops import deform_conv2d
 
 from vseg_core.models.registry import create_model
 from vseg_core.nn.heads import DeepLabHead, upsample_scores
@@ -64,6 +65,21 @@ def test_flop_counter_sees_deformable_convolutions():
     dense = 2 * 8 * 16 * 9 * 10 * 12
     offsets = 2 * 8 * 18 * 9 * 10 * 12
     assert counter.get_total_flops() == dense + offsets
+
+
+def test_deformable_convolution_runs_in_fp32_under_cpu_bf16_autocast():
+    # torchvision's CPU kernel has no bf16: under autocast (bf16 training on a CPU) the layer
+    # computes in fp32, as torchvision's CUDA autocast rule does.
+    torch.manual_seed(0)
+    conv = DeformableConv2d(8, 16, dilation=2)
+    torch.nn.init.normal_(conv.offset.weight, std=0.1)  # offsets that move the samples
+    for x in (torch.rand(1, 8, 10, 12), torch.rand(1, 8, 10, 12).bfloat16()):  # a bf16 one: a conv's output
+        with torch.autocast("cpu", torch.bfloat16):
+            y = conv(x)
+            offset = conv.offset(x).float()
+        assert y.dtype == torch.float32
+        expected = deform_conv2d(x.float(), offset, conv.weight, padding=2, dilation=2)
+        torch.testing.assert_close(y, expected)
 
 
 def test_x16_upsampling_is_the_codes_fixed_bilinear_deconvolution_away_from_the_border():

@@ -26,6 +26,7 @@ from vseg_core.train import CLIP_SOURCES, TrainConfig, _class_weights, clip_loss
 TINY = {
     "dataset": "synthetic", "height": 32, "width": 64, "num_clips": 2, "clip_length": 2, "batch_size": 2,
     "steps": 3, "warmup_steps": 0, "val_split": None, "progress": False, "log_every": 1, "device": "cpu",
+    "amp": False,  # fp32: losses are compared with fp32 computations (a bf16 CPU would autocast)
 }  # fmt: skip
 
 

@@ -46,6 +46,7 @@ TINY = {
     "progress": False,
     "log_every": 1,
     "device": "cpu",
+    "amp": False,  # fp32: losses are compared with fp32 computations (a bf16 CPU would autocast)
 }
 
 
@@ -174,6 +175,42 @@ def test_steps_lower_the_loss_of_the_clips_they_train_on(tmp_path, model, model_
     assert result.losses[0] == pytest.approx(before, rel=1e-5)
     assert after < before - 0.05, (before, result.losses, after)
     assert [r["loss"] for r in _log(Path(config.out_dir))] == result.losses
+
+
+def _bf16_cpu(monkeypatch, native: bool) -> None:
+    """Pretend the CPU has (or lacks) bf16 instructions; torch runs bf16 either way, emulated or not."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+
+
+def test_amp_autocasts_to_bf16_on_cpus_with_bf16_instructions_and_stays_fp32_elsewhere(tmp_path, monkeypatch):
+    cpu = torch.device("cpu")
+    _bf16_cpu(monkeypatch, native=False)
+    assert train_module.autocast_dtype(cpu) is None
+    _bf16_cpu(monkeypatch, native=True)
+    assert train_module.autocast_dtype(cpu) == torch.bfloat16
+
+    # A run with amp: its forward passes run under bf16 autocast, its first loss is the fp32 one
+    # up to bf16 rounding (and not bit for bit: bf16 did the convolutions), its weights stay fp32.
+    config = tiny(tmp_path / "run", model="deeplab18", model_config={"width": 0.0625}, amp=True, steps=2)
+    frames, labels = _clips(config)
+    before = _loss_of(_seeded_model(config), frames, labels)
+    original, autocast = train_module._clip_losses, []
+
+    def watched(*args, **kwargs):
+        autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_clip_losses", watched)
+    result = train(config)
+    assert autocast == [(True, torch.bfloat16)] * 2
+    assert result.losses[0] == pytest.approx(before, rel=2e-2) and result.losses[0] != before
+    weights = load_file(str(Path(config.out_dir) / "checkpoint.safetensors"))
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
+    # --no-amp (amp False) keeps fp32 on the same CPU.
+    autocast.clear()
+    train(replace(config, out_dir=str(tmp_path / "fp32"), amp=False, steps=1))
+    assert autocast == [(False, torch.get_autocast_dtype("cpu"))]
 
 
 def test_log_lr_follows_warmup_then_poly_decay_and_the_checkpoint_is_the_trained_model(finished):

@@ -86,7 +86,12 @@ class DeformableConv2d(DeformConv2d):
         nn.init.zeros_(self.offset.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        return super().forward(x, self.offset(x))
+        offset = self.offset(x)
+        if x.device.type == "cpu" and {x.dtype, offset.dtype} & {torch.bfloat16, torch.float16}:
+            # torchvision's CPU kernel is float/double only (its CUDA autocast rule runs it in fp32 too).
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float(), offset.float())
+        return super().forward(x, offset)
 
 
 def _width(channels: int, width: float) -> int:
