@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import weakref
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import rclpy
 import torch
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from rclpy.executors import SingleThreadedExecutor
+from node_graph import NodeGraph
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -59,22 +58,21 @@ def _image(frame: np.ndarray, stamp_s: float) -> Image:
     return msg
 
 
-class Managed:
+class Managed(NodeGraph):
     """The managed node and a tester (its lifecycle client, camera and listener) in one executor."""
 
     def __init__(self, ctx, weights: str) -> None:
-        self.node = ManagedSegmentationNode(
-            context=ctx,
-            parameter_overrides=[
-                Parameter("model", value="lstm_icnet_v2"),
-                Parameter("weights", value=weights),
-                Parameter("device", value="cpu"),
-            ],
+        super().__init__(
+            ctx,
+            ManagedSegmentationNode(
+                context=ctx,
+                parameter_overrides=[
+                    Parameter("model", value="lstm_icnet_v2"),
+                    Parameter("weights", value=weights),
+                    Parameter("device", value="cpu"),
+                ],
+            ),
         )
-        self.tester = rclpy.create_node("tester", context=ctx)
-        self.executor = SingleThreadedExecutor(context=ctx)
-        for node in (self.node, self.tester):
-            self.executor.add_node(node)
         self.change = self.tester.create_client(ChangeState, "/segmentation/change_state")
         self.get = self.tester.create_client(GetState, "/segmentation/get_state")
         self.camera = self.tester.create_publisher(Image, "image", RELIABLE)
@@ -83,12 +81,6 @@ class Managed:
         self.tester.create_subscription(Image, "/segmentation/labels", self.labels.append, RELIABLE)
         self.tester.create_subscription(SegmentationClasses, "/segmentation/classes", self.classes.append, LATCHED)
         assert self.spin_until(lambda: self.change.service_is_ready() and self.get.service_is_ready())
-
-    def spin_until(self, predicate, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not predicate():
-            self.executor.spin_once(timeout_sec=0.02)
-        return predicate()
 
     def _call(self, client, request):
         future = client.call_async(request)
@@ -109,11 +101,6 @@ class Managed:
         self.camera.publish(_image(frame, stamp_s))
         assert self.spin_until(lambda: len(self.labels) > before), f"no labels for the frame at {stamp_s}"
         return self.labels[-1]
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.tester.destroy_node()
 
 
 @pytest.fixture

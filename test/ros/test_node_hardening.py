@@ -12,10 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
+from node_graph import NodeGraph
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -71,7 +70,7 @@ def _bomb(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-class Graph:
+class Graph(NodeGraph):
     def __init__(self, ctx, checkpoint, compressed: bool, **extra) -> None:
         params = {
             "model": "lstm_icnet_v2", "weights": str(checkpoint), "device": "cpu", "compressed": compressed,
@@ -80,11 +79,7 @@ class Graph:
             f"qos_overrides./image{'/compressed' if compressed else ''}.subscription.depth": 100,
         }  # fmt: skip
         overrides = [Parameter(k, value=v) for k, v in {**params, **extra}.items()]
-        self.node = SegmentationNode(context=ctx, parameter_overrides=overrides)
-        self.tester = rclpy.create_node("tester", context=ctx)
-        self.executor = SingleThreadedExecutor(context=ctx)
-        for n in (self.node, self.tester):
-            self.executor.add_node(n)
+        super().__init__(ctx, SegmentationNode(context=ctx, parameter_overrides=overrides), timeout=30.0)
         msg_type = CompressedImage if compressed else Image
         self.camera = self.tester.create_publisher(msg_type, "image/compressed" if compressed else "image", RELIABLE)
         self.infos: list[SegmentationInfo] = []
@@ -94,12 +89,6 @@ class Graph:
         self.tester.create_subscription(Image, "/segmentation/labels", self.labels.append, RELIABLE)
         self.tester.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, RELIABLE)
         assert self.spin_until(lambda: self.camera.get_subscription_count() > 0)
-
-    def spin_until(self, predicate, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not predicate():
-            self.executor.spin_once(timeout_sec=0.02)
-        return predicate()
 
     def refused(self) -> dict[str, int]:
         return self.node._cameras[""].stats.snapshot(time.monotonic()).rejected_by_reason
@@ -114,11 +103,6 @@ class Graph:
         self.camera.publish(msg)
         assert self.spin_until(lambda: len(self.infos) > count and len(self.labels) > count)
         return self.infos[-1]
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.tester.destroy_node()
 
 
 @pytest.fixture

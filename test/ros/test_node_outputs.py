@@ -5,15 +5,13 @@ its clock handling under use_sim_time. The node runs in this process on a real r
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
-import rclpy
 import torch
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
+from node_graph import NodeGraph
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -50,18 +48,15 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "icnet", palette=CAMVID, dataset="test")
 
 
-class Graph:
+class Graph(NodeGraph):
     """The node and a tester in one executor; the node's worker thread publishes."""
 
     def __init__(self, ctx, checkpoint, **params) -> None:
         overrides = [Parameter(k, value=v) for k, v in {"model": "icnet", "weights": str(checkpoint), **params}.items()]
-        self.node = segmentation_node.SegmentationNode(
+        node = segmentation_node.SegmentationNode(
             context=ctx, parameter_overrides=[Parameter("device", value="cpu"), *overrides]
         )
-        self.tester = rclpy.create_node("tester", context=ctx)
-        self.executor = SingleThreadedExecutor(context=ctx)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.tester)
+        super().__init__(ctx, node)
         self.camera = self.tester.create_publisher(Image, "image", RELIABLE)
         self.got: dict[str, list] = {}
 
@@ -69,12 +64,6 @@ class Graph:
         received = self.got.setdefault(topic, [])
         self.tester.create_subscription(msg_type, f"/segmentation/{topic}", received.append, qos)
         return received
-
-    def spin_until(self, predicate, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not predicate():
-            self.executor.spin_once(timeout_sec=0.02)
-        return predicate()
 
     def send(self, frame: np.ndarray, stamp_s: int, wait_for: str = "info") -> None:
         results = self.got[wait_for]
@@ -85,11 +74,6 @@ class Graph:
         msg.data = frame.tobytes()
         self.camera.publish(msg)
         assert self.spin_until(lambda: len(results) > before), f"no {wait_for} for the frame at {stamp_s}"
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.tester.destroy_node()
 
 
 @pytest.fixture
