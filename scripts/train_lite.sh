@@ -7,12 +7,13 @@
 #   scripts/train_lite.sh icnet OUT CAMVID_ROOT      # the shipped ICNet-Lite0 (1500 steps)
 #   scripts/train_lite.sh clips OUT CAMVID_ROOT      # LSTM-ICNet v2 on ICNet-Lite0: 1 Hz sequences vs ego-motion clips
 #   scripts/train_lite.sh lstm OUT CAMVID_ROOT       # the shipped LSTM-ICNet v2, standard and separable cell
-#   scripts/train_lite.sh deeplab OUT CAMVID_ROOT    # DeepLab-Lite0 (stride 16), Accel-Lite's update branch
+#   scripts/train_lite.sh deeplab OUT CAMVID_ROOT    # DeepLab-Lite0 and -Lite2 (stride 16), Accel-Lite's branches
+#   scripts/train_lite.sh accel OUT CAMVID_ROOT      # Accel-Lite0: the score fusion on those two branches
 #
 # OUT/<name>/ holds each run (checkpoint.*, best.*, log.jsonl), OUT/<name>.log its output. PYTHON picks
 # the interpreter (default python3). `python scripts/pack_weights.py OUT NAME...` packs runs for shipping.
 set -euo pipefail
-stage=${1:?stage: ablation, icnet, clips, lstm or deeplab}
+stage=${1:?stage: ablation, icnet, clips, lstm, deeplab or accel}
 out=${2:?output folder}
 camvid=${3:?CamVid root (SegNet layout)}
 python=${PYTHON:-python3}
@@ -65,11 +66,21 @@ case $stage in
     deeplab)
         # Median-frequency weighting from the start: the 200-step ablation's best loss (0.489 mIoU
         # against 0.418 for plain cross-entropy and 0.452 for OHEM on ICNet-Lite0).
-        run camvid_deeplab_lite0 deeplab_lite0 --pretrained imagenet --loss median-frequency --batch-size 8 \
-            --clip-length 1 --lr 5e-4 --warmup 100 --steps 3000 --val-every 250
+        for backbone in lite0 lite2; do
+            run "camvid_deeplab_$backbone" "deeplab_$backbone" --pretrained imagenet --loss median-frequency \
+                --batch-size 8 --clip-length 1 --lr 5e-4 --warmup 100 --steps 3000 --val-every 250
+        done
+        ;;
+    accel)
+        # As Accel-18 was trained (scripts/train_weights.sh accel): the trained branches stay frozen and the
+        # 1x1 score fusion learns alone, on clips from a keyframe to a labelled frame 1-4 frames later.
+        run camvid_accel_lite0 accel_lite0 --batch-size 2 --clip-length 5 --keyframe-offset 1:4 --lr 1e-2 \
+            --warmup 20 --val-every 300 --phase fusion:300 --steps 300 \
+            --init "reference=$out/camvid_deeplab_lite2/checkpoint.safetensors" \
+            --init "update=$out/camvid_deeplab_lite0/checkpoint.safetensors"
         ;;
     *)
-        echo "unknown stage $stage (ablation, icnet, clips, lstm or deeplab)" >&2
+        echo "unknown stage $stage (ablation, icnet, clips, lstm, deeplab or accel)" >&2
         exit 2
         ;;
 esac
