@@ -196,9 +196,9 @@ def _backend_model(spec: str, backend: str, args: argparse.Namespace, *, palette
     model, label = _eval_model(spec, args, palette.num_classes if palette else None)
     if backend == "torch":
         return model.eval(), label
-    first = next(iter(sequences[0].frames))
+    height, width = args.input_size or next(iter(sequences[0].frames)).shape[:2]
     out = exports / f"{len(list(exports.iterdir()))}"
-    export_model(model.eval(), out, ExportConfig(height=first.shape[0], width=first.shape[1]))
+    export_model(model.eval(), out, ExportConfig(height=height, width=width))
     return OnnxSegmenter(out, providers=providers), label
 
 
@@ -229,7 +229,7 @@ def _eval(args: argparse.Namespace) -> int:
                     for policy_label, make_policy in policies if model.uses_keyframes else policies[:1]:
                         report = evaluate(
                             model, sequences, palette, device=args.device, keyframe_policy=make_policy(),
-                            progress=not args.json,
+                            input_size=args.input_size, progress=not args.json,
                         )  # fmt: skip
                         report["model"] = f"{label} [{policy_label}]" if model.uses_keyframes else label
                         report["keyframe_policy"] = policy_label if model.uses_keyframes else None
@@ -248,7 +248,8 @@ def _eval(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
         return 0
-    print(f"{args.dataset} {args.split}: {len(sequences)} sequences, {reports[0]['frames']} frames")
+    at = f", models run at {args.input_size[0]}x{args.input_size[1]}" if args.input_size else ""
+    print(f"{args.dataset} {args.split}: {len(sequences)} sequences, {reports[0]['frames']} frames{at}")
     print(f"{'model':<34} {'mIoU':>6} {'FP':>7} {'FIP':>7} {'ms/frame':>9} {'keyframes':>9}")
     for r in reports:
         fp = f"{r['fp']:.4f}" if r["fp"] is not None else "-"
@@ -304,6 +305,14 @@ def _pair(kind: type, sep: str, name: str):
         return values
 
     return parse
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    """argparse type for --input-size: HEIGHTxWIDTH in positive pixels."""
+    size = _pair(int, "x", "HEIGHTxWIDTH in pixels, e.g. 540x720")(text)
+    if min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH in positive pixels, got {text!r}")
+    return size
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -402,6 +411,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--frames", type=_positive_int, default=30, help="synthetic: frames per scene")
     p.add_argument("--height", type=_positive_int, default=256, help="synthetic: frame height")
     p.add_argument("--width", type=_positive_int, default=512, help="synthetic: frame width")
+    p.add_argument(
+        "--input-size", type=_input_size, metavar="HxW",
+        help="run the models at HEIGHTxWIDTH, as the node's input_height/input_width do: each frame resized "
+        "to it, the labels resized back to the frame's size before scoring (default: the frame's own size)",
+    )  # fmt: skip
     p.add_argument("--interval", type=_positive_int, default=5, help="keyframe interval of keyframe models")
     p.add_argument(
         "--keyframe-policy", action="append", default=[], metavar="NAME[,KEY=VALUE...]",

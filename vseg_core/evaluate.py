@@ -161,6 +161,10 @@ def evaluate(
     ``model``: a torch model, or an :class:`OnnxSegmenter` (an export run by ONNX Runtime).
 
     ``palette`` None (unlabelled sequences only): the model's own classes name the report's IoU keys.
+
+    ``input_size``: (height, width) the model runs at (see :class:`VideoSegmenter`); labels are scored
+    at the frame's own size either way. The report says which size ran (``input_size``, None: the
+    frame's own).
     """
     if palette is None:
         if any(s.labels is not None and any(g is not None for g in s.labels) for s in sequences):
@@ -210,7 +214,9 @@ def evaluate(
         )
     if bar is not None:
         bar.close()
-    return report.as_dict(confusion, flicker, offsets)
+    # The size the model ran at, as the segmenter settled it (an export of fixed size imposes its own).
+    size = segmenter.input_size
+    return {**report.as_dict(confusion, flicker, offsets), "input_size": list(size) if size else None}
 
 
 def write_plots(reports: list[dict], out_dir: Path) -> list[Path]:

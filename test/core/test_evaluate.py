@@ -120,3 +120,33 @@ def test_eval_cli_names_weights_that_produce_nan_in_one_line(tmp_path, capsys):
                  "--device", "cpu", "--json"]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "icnet produced NaN or infinite logits" in err[0]
+
+
+def test_eval_cli_runs_models_at_the_input_size_asked_and_scores_at_the_frames_size(capsys):
+    from vseg_core.checkpoint import load_checkpoint
+    from vseg_core.pretrained import shipped_checkpoint
+
+    size = ["--sequences", "1", "--frames", "3", "--height", "64", "--width", "128", "--device", "cpu", "--json"]
+    assert main(["eval", "synthetic_icnet", *size, "--input-size", "96x192"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)["reports"]
+    assert report["input_size"] == [96, 192]
+    # The same labels as the runtime's at that size, scored against the 64x128 ground truth.
+    sequences, palette = evaluation_sequences("synthetic", sequences=1, frames=3, height=64, width=128)
+    model = load_checkpoint(shipped_checkpoint("synthetic_icnet")).eval()
+    segmenter, cm = VideoSegmenter(model, device="cpu", input_size=(96, 192)), ConfusionMatrix(7, palette.ignore_index)
+    for frame, gt in zip(sequences[0].frames, sequences[0].labels, strict=True):
+        labels = segmenter.step(frame).labels
+        assert labels.shape == gt.shape
+        cm.update(labels, gt)
+    assert report["miou"] == cm.miou()
+    assert main(["eval", "synthetic_icnet", *size]) == 0
+    (native,) = json.loads(capsys.readouterr().out)["reports"]
+    assert native["input_size"] is None and native["miou"] != report["miou"]
+    # ONNX Runtime: exported at the size asked, not the frame's.
+    assert main(["eval", "synthetic_icnet", *size, "--input-size", "96x192", "--backend", "onnxruntime"]) == 0
+    (onnx,) = json.loads(capsys.readouterr().out)["reports"]
+    assert onnx["input_size"] == [96, 192] and onnx["miou"] == pytest.approx(report["miou"], abs=1e-3)
+    for bad in ("0x192", "96x", "big"):
+        with pytest.raises(SystemExit):
+            main(["eval", "synthetic_icnet", *size, "--input-size", bad])
+        assert "--input-size: expected HEIGHTxWIDTH" in capsys.readouterr().err
