@@ -483,7 +483,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--steps", type=_positive_int, help="optimizer steps (default 1000, or the phases' sum)")
     p.add_argument(
         "--phase", action="append", default=[], metavar="PARTS:STEPS",
-        help="training phase, e.g. --phase fusion:200 --phase all:800 (Accel's recipe); parts joined by '+'",
+        help="training phase, e.g. --phase fusion:200 --phase all:800 (Accel's recipe); parts joined by '+': "
+        "Accel/DFF reference, motion, scale_field, update, fusion; LSTM-ICNet body, temporal, classifier",
     )  # fmt: skip
     p.add_argument("--batch-size", type=_positive_int, default=2, help="clips per micro-batch and process")
     p.add_argument("--accumulate", type=_positive_int, default=1, help="micro-batches per optimizer step")

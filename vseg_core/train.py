@@ -46,8 +46,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vseg_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vseg_core.losses import LOSSES, median_frequency_weights, ohem_keep
-from vseg_core.models.accel import PARTS
 from vseg_core.models.registry import create_model, get_model_entry
+from vseg_core.models.trainable_parts import TrainableParts
 from vseg_core.stream import resolve_device
 
 __all__ = [
@@ -560,8 +560,8 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
 
 def _train_parts(model: nn.Module, phase: Phase, config: TrainConfig) -> None:
     """Make ``phase.parts`` of ``model`` trainable and freeze the rest (all parts: everything)."""
-    if hasattr(model, "set_trainable"):
-        model.set_trainable(phase.parts or PARTS)
+    if isinstance(model, TrainableParts):
+        model.set_trainable(phase.parts or model.PARTS)
     elif phase.parts:
         raise ValueError(f"{config.model} has no parts to train separately; use a phase 'all:{phase.steps}'")
 

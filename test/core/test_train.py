@@ -351,6 +351,27 @@ def test_base_init_puts_a_trained_icnet_under_the_lstm_cells(tmp_path):
         train_module._load_init(create_model("icnet", num_classes=C, width=0.125), f"base={path}")
 
 
+def test_convlstm_cells_learn_on_a_frozen_icnet_then_everything_is_fine_tuned(tmp_path):
+    torch.manual_seed(14)
+    source = create_model("icnet", num_classes=C, width=0.125)
+    path = save_checkpoint(source, tmp_path / "icnet")
+    lstm = {"model": "lstm_icnet_v2", "init": (f"base={path}",), "optimizer": "adam", "lr": 1e-2}
+    # Phase 1 alone: ICNet's body stays the trained one, batch-norm statistics included.
+    train(tiny(tmp_path / "cells", **lstm, phases=parse_phases(["temporal+classifier:2"]), steps=2))
+    trained = _tensors(tmp_path / "cells" / "checkpoint.safetensors")
+    body = {k: v for k, v in source.state_dict().items() if k.startswith("body.")}
+    assert body and all(torch.equal(trained[k], v) for k, v in body.items())
+    assert not torch.equal(trained["classifier.weight"], source.state_dict()["classifier.weight"])
+    cells = create_model("lstm_icnet_v2", num_classes=C, width=0.125).state_dict()
+    assert all(trained[k].shape == v.shape for k, v in cells.items() if k.startswith("temporal."))
+    # Then everything: the body moves in the second phase.
+    train(tiny(tmp_path / "all", **lstm, phases=parse_phases(["temporal+classifier:1", "all:1"]), steps=2))
+    moved = _tensors(tmp_path / "all" / "checkpoint.safetensors")
+    assert any(not torch.equal(moved[k], v) for k, v in body.items() if v.is_floating_point())
+    with pytest.raises(ValueError, match=r"unknown parts \['fusion'\]; parts are body, temporal, classifier"):
+        create_model("lstm_icnet_v2", num_classes=C, width=0.125).set_trainable(["fusion"])
+
+
 # ----------------------------------------------------------------------------------- validation
 def test_best_checkpoint_holds_the_weights_that_were_validated(tmp_path, monkeypatch):
     # Validation every 2 steps, a checkpoint every step: the checkpoint of step 3 must not

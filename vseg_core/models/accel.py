@@ -30,7 +30,7 @@ warps, the flow net through the sampling positions, and the update branch and fu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from vseg_core.models.deeplab import LITE_HEAD_CHANNELS
 from vseg_core.models.registry import register_model
 from vseg_core.models.streaming import StepOutput, StreamingSegmenter, check_clip, check_frame
+from vseg_core.models.trainable_parts import TrainableParts
 from vseg_core.nn.efficientnet_lite import LiteEncoder
 from vseg_core.nn.flownet import ScaleField
 from vseg_core.nn.heads import DeepLabHead, upsample_scores
@@ -122,7 +123,7 @@ class FeatureFusion(nn.Module):
         return self.conv(torch.cat([reference, update], dim=1))
 
 
-class Accel(StreamingSegmenter):
+class Accel(TrainableParts, StreamingSegmenter):
     """DFF / Accel from its parts (see the module docstring).
 
     reference, reference_head: the keyframe network (DeepLab-101) and its task head.
@@ -136,6 +137,7 @@ class Accel(StreamingSegmenter):
     """
 
     uses_keyframes = True
+    PARTS = PARTS  # set_trainable's names; set_trainable(FUSION_ONLY) is the code's phase 1
 
     def __init__(
         self,
@@ -175,7 +177,6 @@ class Accel(StreamingSegmenter):
         self.update = None if self.shares_reference else update
         self.update_head = update_head
         self.fusion = fusion
-        self._frozen: frozenset[str] = frozenset()
 
     # ----------------------------------------------------------------------------- parts
     @property
@@ -192,36 +193,13 @@ class Accel(StreamingSegmenter):
         }
         return {name: [m for m in modules if m is not None] for name, modules in parts.items()}
 
-    def set_trainable(self, parts: Iterable[str]) -> None:
-        """Train only ``parts`` (names from :data:`PARTS`); freeze the rest.
+    def _present_parts(self) -> set[str]:
+        # A shared update net is the reference net, so "update" names it too.
+        return super()._present_parts() | ({"update"} if self.shares_reference else set())
 
-        Frozen parts stop requiring gradients and keep their batch-norm statistics (they stay in
-        eval mode through ``train()``). ``set_trainable(FUSION_ONLY)`` is Accel's phase 1;
-        ``set_trainable(PARTS)`` unfreezes everything this model has.
-        """
-        wanted = set(parts)
-        present = {name for name, modules in self._part_modules().items() if modules}
-        if self.shares_reference:
-            present.add("update")
-        if unknown := wanted - set(PARTS):
-            raise ValueError(f"unknown parts {sorted(unknown)}; parts are {', '.join(PARTS)}")
-        wanted &= present
+    def _check_trainable(self, wanted: set[str]) -> None:
         if self.shares_reference and ("update" in wanted) != ("reference" in wanted):
             raise ValueError("this model's update net is the reference net: train or freeze both together")
-        if not wanted:
-            raise ValueError(f"nothing left to train; this model has the parts {', '.join(sorted(present))}")
-        for name, modules in self._part_modules().items():
-            for module in modules:
-                module.requires_grad_(name in wanted)
-        self._frozen = frozenset(present - wanted)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> Accel:
-        super().train(mode)
-        for name in self._frozen:
-            for module in self._part_modules()[name]:
-                module.eval()
-        return self
 
     # ----------------------------------------------------------------------------- streaming
     def init_state(self, frame: Tensor) -> AccelState:

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from vseg_core.models.icnet import TAP_POINTS, ICNetBody, classify
 from vseg_core.models.registry import register_model
 from vseg_core.models.streaming import StepOutput, StreamingSegmenter, check_frame
+from vseg_core.models.trainable_parts import TrainableParts
 from vseg_core.nn.convlstm import CONV_VARIANTS, ConvLSTMCell, LSTMState
 from vseg_core.nn.normalize import backbone_normalize
 from vseg_core.timing import NullTimer, StageTimer
@@ -98,11 +99,17 @@ def _norm_relu(channels: int, norm_layer: Callable[[int], nn.Module]) -> nn.Sequ
     return nn.Sequential(norm_layer(channels), nn.ReLU(inplace=True))
 
 
-class LSTMICNet(StreamingSegmenter):
+class LSTMICNet(TrainableParts, StreamingSegmenter):
     """ICNet with temporal blocks at ``placement``; state = one (h, c) per block, on the device.
 
     Input (B, 3, H, W) RGB in [0, 1]; logits (B, num_classes, H, W).
+
+    Parts for ``set_trainable`` (``vseg train --phase``): ``body`` (ICNet's encoder, branches and
+    fusions), ``temporal`` (the ConvLSTM blocks) and ``classifier``, so fresh cells can learn on a
+    frozen, trained ICNet (``--phase temporal+classifier:N``) before everything is fine-tuned.
     """
+
+    PARTS = ("body", "temporal", "classifier")
 
     def __init__(
         self,
@@ -143,6 +150,9 @@ class LSTMICNet(StreamingSegmenter):
             }
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def _part_modules(self) -> dict[str, list[nn.Module]]:
+        return {"body": [self.body], "temporal": [self.temporal], "classifier": [self.classifier]}
 
     def init_state(self, frame: Tensor) -> dict[str, LSTMState | None]:
         """Zero state, created lazily by each cell on the first frame's device and dtype."""
