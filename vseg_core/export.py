@@ -200,9 +200,8 @@ class _KeyframeGraph(nn.Module):
         self.model, self.dtype = model, dtype
 
     def forward(self, frame: Tensor) -> tuple[Tensor, Tensor]:
-        x = frame_to_input(frame, self.dtype)
-        features = self.model.reference(self.model.normalize(x))
-        return self.model.reference_head(features, x.shape[-2:]).float(), features
+        logits, features = self.model.keyframe(frame_to_input(frame, self.dtype))
+        return logits.float(), features
 
 
 class _NonKeyGraph(nn.Module):

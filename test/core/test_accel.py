@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vseg_core.models.accel import FUSION_ONLY, Accel, FeatureFusion
@@ -248,6 +249,39 @@ def test_bad_settings():
         create_model("dff", motion="dis", scale_field=True, width=0.25)
 
 
+def test_a_reference_on_the_enlarged_frame_is_its_deeplab_there_resized_back():
+    torch.manual_seed(2)
+    model = create_model("accel_lite0", num_classes=C, reference="lite0", reference_scale=1.5).eval()
+    with torch.no_grad():
+        nn.init.normal_(model.fusion.conv.weight, 0.0, 0.5)  # a fusion that mixes both branches
+    clip = _clip(3)
+    outs = _steps(model, clip, [True, False, False])
+    with torch.no_grad():
+        # By hand: the frame at 1.5x (96x144), the reference and its head there (x16, 6x9 cells), the
+        # logits resized to the frame.
+        big = F.interpolate(clip[:, 0], size=(96, 144), mode="bilinear", align_corners=False)
+        features = model.reference(model.normalize(big))
+        scores = F.interpolate(model.reference_head(features, None), size=(96, 144), mode="bilinear")
+        key = F.interpolate(scores, size=(H, W), mode="bilinear")
+        # A non-key frame: the warped 6x9 reference map and the 4x6 update map meet at the frame's size.
+        warped = outs[1].state.features
+        reference = F.interpolate(model.reference_head(warped, None), size=(96, 144), mode="bilinear")
+        reference = F.interpolate(reference, size=(H, W), mode="bilinear")
+        update = model.update_head(model.update(model.normalize(clip[:, 1])), (H, W))
+        nonkey = model.fusion(reference, update)
+        clip_logits = model.forward_clip(clip, output_frames=(2, 0))
+    torch.testing.assert_close(outs[0].logits, key, rtol=1e-4, atol=1e-5)
+    assert features.shape[-2:] == outs[0].state.features.shape[-2:] == outs[1].extras["flow"].shape[-2:] == (6, 9)
+    torch.testing.assert_close(outs[1].logits, nonkey, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(outs[1].logits, reference, atol=1e-3)  # the update branch counts
+    for i, t in enumerate((2, 0)):  # the clip forward is the unrolled stream
+        torch.testing.assert_close(clip_logits[:, i], outs[t].logits, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"reference_scale must be from 1 to 4 .*got 0\.5"):
+        create_model("accel_lite0", num_classes=C, reference_scale=0.5)
+    with pytest.raises(ValueError, match=r"reference_scale 1\.5 needs flow on the reference's grid: use motion='dis'"):
+        create_model("accel_lite0", num_classes=C, motion="flownet", reference_scale=1.5)
+
+
 def test_dis_motion_runs_without_weights():
     model = create_model("accel18", num_classes=C, motion="dis", width=0.25).eval()
     assert not any("motion" in n for n, _ in model.named_parameters())
@@ -307,3 +341,29 @@ def test_the_readme_accel_cost_table_is_what_its_command_prints(capsys):
         interval = 3 if name == "accel101" else 5  # Accel-101's own keyframe interval
         assert shown(ratio, float(nonkey) / reference), name
         assert shown(amortised, (float(key) + (interval - 1) * float(nonkey)) / interval / reference), name
+
+
+@pytest.mark.slow  # builds the full-size Lite models twice (about 10 s on 2 CPU cores)
+def test_the_readme_accel_lite_cost_table_is_what_its_commands_print(capsys):
+    from vseg_core.cli import main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("**Accel-Lite0 vs its reference**") :]
+    scaled = re.search(r"`vseg (models [^`]+)`", section).group(1).split()
+    plain = scaled[: scaled.index("--config")]
+
+    def printed(command: list[str]) -> dict[str, list[str]]:  # model -> [key GFLOPs, non-key GFLOPs]
+        assert main(command) == 0
+        return {cells[0]: cells[3:5] for cells in map(str.split, capsys.readouterr().out.splitlines()[3:])}
+
+    costs = printed(plain)
+    costs["accel_lite0 scaled"] = printed(scaled)["accel_lite0"]
+    rows = re.findall(r"^\| (\w+)(, `reference_scale)?[^|]*\| ([\d.]+) \| ([\d.]+|-) \| \**([\d.]+|-)",
+                      section.split("\n\n")[1], re.M)  # fmt: skip
+    labels = [name + (" scaled" if scale else "") for name, scale, *_ in rows]
+    assert labels == ["deeplab_lite0", "deeplab_lite2", "accel_lite0", "accel_lite0 scaled"]
+    for label, (_, _, key, nonkey, amortised) in zip(labels, rows, strict=True):
+        assert [key, nonkey] == costs[label], label
+        if nonkey != "-":
+            own = (float(key) + 4 * float(nonkey)) / 5 / float(key)  # its reference: the keyframe network
+            assert abs(float(amortised) - own) <= 0.005 + 1e-6, label

@@ -279,6 +279,17 @@ def test_every_registered_model_exports_and_equals_pytorch(name, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_accel_with_an_enlarged_reference_exports_and_equals_pytorch(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("accel_lite0", num_classes=5, reference="lite0", reference_scale=1.5).eval()
+    nn.init.normal_(model.fusion.conv.bias, 0.0, 0.01)
+    sidecar = export_model(model, tmp_path, ExportConfig(height=H, width=W))
+    state = {s["name"]: s["shape"] for s in json.loads(sidecar.read_text())["state"]}
+    assert state["features"][-2:] == [6, 9]  # the reference's grid at 96x144, not the frame's 4x6
+    _assert_same_stream(model, OnnxSegmenter(tmp_path), _frames())
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(shipped_checkpoints()))
 def test_every_shipped_checkpoint_exports_and_equals_pytorch(name, tmp_path):
     model = load_checkpoint(shipped_checkpoints()[name]).eval()
