@@ -82,6 +82,12 @@ _FRAME_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # After both ends see each other in the graph, the subscriber's process may still be matching the
 # publisher and would lose the first frame (see vseg_ros.bag_play): give it this long.
 _MATCH_SETTLE_S = 0.5
+# A node that has announced itself (created its subscription and publishers) and is still not matched
+# with the demo this much later will not be: DDS discovery between the two processes has stalled
+# (seen once on a loaded 2-core machine, the node alive and silent for minutes). It is restarted once;
+# the restarted node gets the whole start timeout.
+_DISCOVERY_S = 30.0
+_NODE_STARTS = 2
 _STOP_TIMEOUT_S = 30.0
 _MIN_WAIT_S = 5.0  # shortest wait for a frame's result once the node's pace is known
 _GIVE_UP_AFTER_TIMEOUTS = 3  # consecutive frames without a result: the node has stopped answering
@@ -180,6 +186,7 @@ class _ModelRun:
     stream_s: float = 0.0
     exit_status: int | None = None
     unmatched: int = 0  # result messages whose stamp matched no frame we sent
+    node_starts: int = 0
 
 
 @dataclass(frozen=True)
@@ -483,7 +490,7 @@ class _NodeProcess:
 
     def __init__(
         self, model: DemoModel, config: DemoConfig, *, namespace: str, compressed: bool, frame_size: tuple[int, int],
-        logs: Path,
+        logs: Path, attempt: int = 1,
     ) -> None:  # fmt: skip
         params = {
             "model": model.record.model,
@@ -498,9 +505,21 @@ class _NodeProcess:
         }
         if config.backend == "onnxruntime":  # the graph's fixed size: the stream's frames
             params.update(device="auto", input_height=frame_size[0], input_width=frame_size[1])
-        self.process, self.log = start_node_process(
-            params, namespace=namespace, workdir=logs, name=model.name.replace("#", "_")
-        )
+        name = model.name.replace("#", "_") + (f".start{attempt}" if attempt > 1 else "")
+        self.process, self.log = start_node_process(params, namespace=namespace, workdir=logs, name=name)
+        self.announced_at: float | None = None
+
+    def announced(self) -> bool:
+        """Whether the node has said it is segmenting (its subscription and publishers exist by then);
+        the first time it is seen, the time is kept in ``announced_at``."""
+        if self.announced_at is None:
+            try:
+                # SegmentationNode's one INFO line at the end of its start: "segmenting <topics> with ..."
+                if "]: segmenting " in self.log.read_text(errors="replace"):
+                    self.announced_at = time.monotonic()
+            except OSError:
+                pass
+        return self.announced_at is not None
 
     def last_words(self) -> str:
         """The log line that says most: the first fatal one, else the last error, else the last line."""
@@ -582,22 +601,51 @@ def _run_model(
     publisher = node.create_publisher(CompressedImage if stream.compressed else Image, topic, _FRAME_QOS)
     started = time.monotonic()
     frame_size = stream.frames[0].shape[:2]
-    process = _NodeProcess(
-        model, config, namespace=namespace, compressed=stream.compressed, frame_size=frame_size, logs=logs
-    )
+
+    def start(attempt: int) -> _NodeProcess:
+        run.node_starts = attempt
+        return _NodeProcess(
+            model, config, namespace=namespace, compressed=stream.compressed, frame_size=frame_size, logs=logs,
+            attempt=attempt,
+        )  # fmt: skip
+
+    def unmatched() -> list[str]:
+        """What the demo does not see of the node yet (empty: it is ready)."""
+        missing = []
+        if publisher.get_subscription_count() == 0:
+            missing.append(f"a subscription matching its publisher on {topic}")
+        for output in (f"{outputs}/labels", f"{outputs}/info"):
+            if node.count_publishers(output) == 0:
+                missing.append(f"a publisher of {output}")
+        return missing
+
+    process = start(1)
     try:
+        while True:
+            last_start = run.node_starts >= _NODE_STARTS
 
-        def ready() -> bool:
-            return process.process.poll() is not None or (
-                publisher.get_subscription_count() > 0
-                and node.count_publishers(f"{outputs}/labels") > 0
-                and node.count_publishers(f"{outputs}/info") > 0
+            def settled(p: _NodeProcess = process, last: bool = last_start) -> bool:
+                """Ready or exited; before the last start also: announced and unmatched for too long."""
+                if p.process.poll() is not None or not unmatched():
+                    return True
+                return not last and p.announced() and time.monotonic() - p.announced_at >= _DISCOVERY_S
+
+            if not spin(settled, config.start_timeout_s):
+                raise process.failure(
+                    f"for {model.name} did not come up within {config.start_timeout_s:g} s "
+                    f"(start {run.node_starts}; missing: {'; '.join(unmatched())})"
+                )
+            if process.process.poll() is not None:
+                raise process.failure(f"for {model.name} could not start")
+            missing = unmatched()
+            if not missing:
+                break
+            echo(
+                f"  {model.name}: the node said it was segmenting {_DISCOVERY_S:g} s ago but DDS has not matched "
+                f"it (missing: {'; '.join(missing)}); restarting it (log {process.log})"
             )
-
-        if not spin(ready, config.start_timeout_s):
-            raise process.failure(f"for {model.name} did not come up within {config.start_timeout_s:g} s")
-        if process.process.poll() is not None:
-            raise process.failure(f"for {model.name} could not start")
+            process.stop()
+            process = start(run.node_starts + 1)
         settle = time.monotonic() + _MATCH_SETTLE_S
         spin(lambda: time.monotonic() >= settle, _MATCH_SETTLE_S + 1)
         run.start_s = time.monotonic() - started
@@ -712,6 +760,7 @@ def _score(model: DemoModel, stream: DemoStream, run: _ModelRun, backend: str) -
         "frames_without_result": len(run.labels) - len(processed),
         "results_unmatched": run.unmatched,
         "node_start_s": round(run.start_s, 2),
+        "node_starts": run.node_starts,
         "stream_s": round(run.stream_s, 2),
         "node_exit_status": run.exit_status,
     }

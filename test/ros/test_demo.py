@@ -8,6 +8,7 @@ results.json and labels must equal them; its pictures must decode with the sizes
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -30,8 +31,9 @@ from vseg_core.demo_media import (
 from vseg_core.evaluate import evaluate, evaluation_sequences
 from vseg_core.export import ExportConfig, export_model
 from vseg_core.pretrained import shipped_checkpoint, shipped_checkpoints
+from vseg_ros import demo as demo_module
 from vseg_ros.cli import main
-from vseg_ros.demo import DemoError, DemoModel, assign_streams, prepare_output
+from vseg_ros.demo import DemoConfig, DemoError, DemoModel, assign_streams, prepare_output, run_demo
 
 H, W, FRAMES = 64, 128, 12
 MODELS = ("icnet", "lstm_icnet_v2")
@@ -331,6 +333,61 @@ def test_without_checkpoints_the_demo_refuses_instead_of_running_random_weights(
     assert _one_line_error(capsys, "--models", "nonexistent", "--weights-dir", str(tmp_path)) == (
         f"vseg demo: no shipped checkpoint 'nonexistent' in {tmp_path}; shipped: none"
     )
+
+
+@pytest.fixture
+def undiscoverable_starts(monkeypatch):
+    """``starts[i]`` True: the demo's i-th node start happens in another DDS domain, so the node comes
+    up, says it is segmenting and is never matched, as when discovery stalls."""
+    starts: list[bool] = []
+    real = demo_module.start_node_process
+    other_domain = str(int(os.environ["ROS_DOMAIN_ID"]) + 101)  # test runs use 1-100 (conftest.py)
+
+    def start(params, **kwargs):
+        index = sum(1 for _ in calls)
+        calls.append(kwargs["name"])
+        with monkeypatch.context() as env:
+            if starts[index]:
+                env.setenv("ROS_DOMAIN_ID", other_domain)
+            return real(params, **kwargs)
+
+    calls: list[str] = []
+    monkeypatch.setattr(demo_module, "start_node_process", start)
+    monkeypatch.setattr(demo_module, "_DISCOVERY_S", 15.0)
+    return starts, calls
+
+
+def test_a_node_that_is_never_matched_is_restarted_once_and_then_serves(undiscoverable_starts, checkpoints, tmp_path):
+    starts, calls = undiscoverable_starts
+    starts += [True, False]
+    said: list[str] = []
+    config = DemoConfig(models=(checkpoints["icnet"],), frames=3, height=H, width=W, out=tmp_path / "out", device="cpu")
+    result = run_demo(config, echo=said.append)
+    (row,) = result.rows
+    assert calls == ["tiny_icnet", "tiny_icnet.start2"]
+    assert row["node_starts"] == 2 and row["frames_processed"] == 3 and row["frames_without_result"] == 0
+    (restart,) = [line for line in said if "restarting it" in line]
+    assert "DDS has not matched it (missing: a subscription matching its publisher on /vseg_demo_" in restart
+    # The first node really was up: it said so in its own log, which the restart did not overwrite.
+    assert "]: segmenting " in (tmp_path / "out" / "logs" / "tiny_icnet.node.log").read_text()
+
+
+def test_a_node_still_unmatched_after_its_restart_is_an_error_naming_what_is_missing(
+    undiscoverable_starts, checkpoints, tmp_path
+):
+    starts, calls = undiscoverable_starts
+    starts += [True, True]
+    config = DemoConfig(
+        models=(checkpoints["icnet"],), frames=3, height=H, width=W, out=tmp_path / "out", device="cpu",
+        start_timeout_s=25.0,
+    )  # fmt: skip
+    with pytest.raises(DemoError) as error:
+        run_demo(config, echo=lambda _: None)
+    assert len(calls) == 2, "restarted once, and the restarted node had the whole start timeout"
+    message = str(error.value)
+    assert "segmentation_node for tiny_icnet did not come up within 25 s (start 2; missing: a subscription" in message
+    assert "/segmentation/labels; a publisher of /vseg_demo_" in message and "/segmentation/info)" in message
+    assert "tiny_icnet.start2.node.log, last said: [INFO]" in message and "]: segmenting image with icnet" in message
 
 
 def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, capsys, checkpoints):
