@@ -255,14 +255,19 @@ class Accel(TrainableParts, StreamingSegmenter):
     def keyframe(self, frame: Tensor, timer: StageTimer = _NULL_TIMER) -> tuple[Tensor, Tensor]:
         """The reference branch on a (B, 3, H, W) frame: logits (B, C, H, W) and the features to cache
         (on the grid of the frame enlarged by ``reference_scale``)."""
-        size = (frame.shape[-2], frame.shape[-1])
+        features = self.keyframe_features(frame, timer)
+        with timer.stage("fusion"):
+            logits = self._reference_logits(self.reference_head(features, None), (frame.shape[-2], frame.shape[-1]))
+        return logits, features
+
+    def keyframe_features(self, frame: Tensor, timer: StageTimer = _NULL_TIMER) -> Tensor:
+        """The reference branch's features of a (B, 3, H, W) frame, without its logits (a training clip
+        whose keyframe is not scored needs only these)."""
         with timer.stage("features"):
             if self.reference_scale != 1.0:
-                frame = F.interpolate(frame, size=self._reference_size(size), mode="bilinear", align_corners=False)
-            features = self.reference(self.normalize(frame))
-        with timer.stage("fusion"):
-            logits = self._reference_logits(self.reference_head(features, None), size)
-        return logits, features
+                size = self._reference_size((frame.shape[-2], frame.shape[-1]))
+                frame = F.interpolate(frame, size=size, mode="bilinear", align_corners=False)
+            return self.reference(self.normalize(frame))
 
     def _reference_size(self, size: tuple[int, int]) -> tuple[int, int]:
         return (round(size[0] * self.reference_scale), round(size[1] * self.reference_scale))
@@ -324,10 +329,11 @@ class Accel(TrainableParts, StreamingSegmenter):
         """
         indices = check_clip(frames, output_frames)
         last = max(indices)
-        keyframe_logits, features = self.keyframe(frames[:, 0])
         out: dict[int, Tensor] = {}
         if 0 in indices:
-            out[0] = keyframe_logits
+            out[0], features = self.keyframe(frames[:, 0])
+        else:
+            features = self.keyframe_features(frames[:, 0])
         for t in range(1, last + 1):
             # One flow per pair, as ``step`` computes it: batching the pairs (as the MXNet code does)
             # changes convolution algorithms and so the logits in the last bits, and the clip
