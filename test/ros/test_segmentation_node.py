@@ -329,7 +329,7 @@ def test_weights_by_shipped_name_load_that_checkpoint(tmp_path):
         except ValueError as exc:
             failure = str(exc)
         assert failure is not None and "'camvid_icnett' is neither a checkpoint path" in failure
-        assert "shipped: camvid_accel18, " in failure
+        assert "shipped: camvid_accel_lite0, " in failure
     finally:
         ctx.shutdown()
 
@@ -342,13 +342,13 @@ def test_default_weights_are_the_best_shipped_camvid_model_and_name_the_model():
     from vseg_ros.parameters import DEFAULT_WEIGHTS
     from vseg_ros.segmentation_node import SegmentationNode
 
-    assert DEFAULT_WEIGHTS == "camvid_deeplab_lite0" and shipped_record(DEFAULT_WEIGHTS).metadata["dataset"] == "camvid"
+    assert DEFAULT_WEIGHTS == "camvid_accel_lite0" and shipped_record(DEFAULT_WEIGHTS).metadata["dataset"] == "camvid"
     ctx = Context()
     rclpy.init(context=ctx)
     try:
         node = SegmentationNode(context=ctx, parameter_overrides=[Parameter("device", value="cpu")])
         try:
-            assert (node.config.weights, node.config.model) == (DEFAULT_WEIGHTS, "deeplab_lite0")  # model from the file
+            assert (node.config.weights, node.config.model) == (DEFAULT_WEIGHTS, "accel_lite0")  # model from the file
             frame = _frame(5, 96, 128)
             got = node._cameras[""].segmenter.step(frame).labels
             expected = VideoSegmenter(load_checkpoint(shipped_checkpoint(DEFAULT_WEIGHTS)), device="cpu").step(frame)
@@ -356,8 +356,8 @@ def test_default_weights_are_the_best_shipped_camvid_model_and_name_the_model():
         finally:
             node.destroy_node()
         refusals = {
-            "lstm_icnet_v2": "holds a 'deeplab_lite0' model, not 'lstm_icnet_v2'",  # a model that is not the file's
-            "": "parameters 'model' and 'weights' are both empty: name a checkpoint (weights:=camvid_deeplab_lite0)",
+            "lstm_icnet_v2": "holds a 'accel_lite0' model, not 'lstm_icnet_v2'",  # a model that is not the file's
+            "": "parameters 'model' and 'weights' are both empty: name a checkpoint (weights:=camvid_accel_lite0)",
         }
         for model, message in refusals.items():
             params = [Parameter("device", value="cpu"), Parameter("model", value=model)]
