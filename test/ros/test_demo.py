@@ -340,18 +340,18 @@ def undiscoverable_starts(monkeypatch):
     """``starts[i]`` True: the demo's i-th node start happens in another DDS domain, so the node comes
     up, says it is segmenting and is never matched, as when discovery stalls."""
     starts: list[bool] = []
+    calls: list[str] = []
     real = demo_module.start_node_process
     other_domain = str(int(os.environ["ROS_DOMAIN_ID"]) + 101)  # test runs use 1-100 (conftest.py)
 
     def start(params, **kwargs):
-        index = sum(1 for _ in calls)
+        in_other_domain = starts[len(calls)]
         calls.append(kwargs["name"])
         with monkeypatch.context() as env:
-            if starts[index]:
+            if in_other_domain:
                 env.setenv("ROS_DOMAIN_ID", other_domain)
             return real(params, **kwargs)
 
-    calls: list[str] = []
     monkeypatch.setattr(demo_module, "start_node_process", start)
     monkeypatch.setattr(demo_module, "_DISCOVERY_S", 15.0)
     return starts, calls
