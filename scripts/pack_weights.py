@@ -1,8 +1,9 @@
 """Copy finished training runs into vseg_core/weights/ as the package's shipped checkpoints.
 
-    python scripts/pack_weights.py RUNS_DIR NAME [NAME ...]
+    python scripts/pack_weights.py RUNS_DIR NAME[=RUN] [NAME[=RUN] ...]
 
-Each NAME is a run folder of ``scripts/train_weights.sh`` (``RUNS_DIR/NAME/checkpoint.*``) and becomes
+Each NAME is a run folder of ``scripts/train_weights.sh`` (``RUNS_DIR/NAME/checkpoint.*``), or NAME=RUN
+ships the run folder RUN under the name NAME (an ablation's run that won), and becomes
 ``vseg_core/weights/NAME.safetensors`` + ``.json``. Floating-point tensors are stored in float16
 (``load_checkpoint`` casts them back into the model's float32 parameters), which halves the files so
 that every family fits the package's size budget; the JSON record is rewritten only to drop the paths
@@ -87,8 +88,9 @@ def main(argv: list[str]) -> int:
         return 2
     runs, names = Path(argv[0]), argv[1:]
     WEIGHTS_DIR.mkdir(exist_ok=True)
-    for name in names:
-        weights = runs / name / "checkpoint.safetensors"
+    for item in names:
+        name, _, run = item.partition("=")
+        weights = runs / (run or name) / "checkpoint.safetensors"
         record = json.loads(weights.with_suffix(".json").read_text())
         original = load_checkpoint(weights)  # refuses a truncated or foreign file before it is shipped
         target = WEIGHTS_DIR / f"{name}.safetensors"

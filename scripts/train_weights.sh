@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# How the checkpoints shipped in vseg_core/weights/ were trained (the branches on one GPU, where the runs
-# go in parallel because these small models leave most of it idle; the Accel fusion on a 2-core CPU). Every run starts from random
+# How the from-scratch checkpoints were trained: the synthetic_* ones shipped in vseg_core/weights/, and the
+# CamVid ones that scripts/train_lite.sh's ImageNet-initialised models replaced (the branches on one GPU, where
+# the runs go in parallel because these small models leave most of it idle; the Accel fusion on a 2-core
+# CPU). Every run starts from random
 # weights: nothing pretrained is available offline, so the papers' fine-tuning learning rates
 # (Adam 5e-5, SGD 5e-4) are replaced by Adam at 1e-3.
 #

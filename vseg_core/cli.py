@@ -307,7 +307,7 @@ def _pair(kind: type, sep: str, name: str):
     return parse
 
 
-def _input_size(text: str) -> tuple[int, int]:
+def parse_input_size(text: str) -> tuple[int, int]:
     """argparse type for --input-size: HEIGHTxWIDTH in positive pixels."""
     size = _pair(int, "x", "HEIGHTxWIDTH in pixels, e.g. 540x720")(text)
     if min(size) < 1:
@@ -401,7 +401,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         "models",
         nargs="+",
         metavar="MODEL",
-        help="checkpoint (.safetensors), a shipped checkpoint's name (e.g. camvid_icnet), "
+        help="checkpoint (.safetensors), a shipped checkpoint's name (e.g. camvid_icnet_lite0), "
         "NAME[,KEY=VALUE...] with random weights, or an export folder (--backend onnxruntime)",
     )
     p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid", "cityscapes", "images", "video"))
@@ -412,7 +412,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--height", type=_positive_int, default=256, help="synthetic: frame height")
     p.add_argument("--width", type=_positive_int, default=512, help="synthetic: frame width")
     p.add_argument(
-        "--input-size", type=_input_size, metavar="HxW",
+        "--input-size", type=parse_input_size, metavar="HxW",
         help="run the models at HEIGHTxWIDTH, as the node's input_height/input_width do: each frame resized "
         "to it, the labels resized back to the frame's size before scoring (default: the frame's own size)",
     )  # fmt: skip

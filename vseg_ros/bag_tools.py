@@ -168,12 +168,15 @@ def evaluate_bag(
     device: str = "auto",
     keyframe_policy: KeyframePolicy | None = None,
     reset_gap_s: float = 1.0,
+    input_size: tuple[int, int] | None = None,
     write: str | Path | None = None,
     on_frame: Callable[[], None] | None = None,
 ) -> BagEvalResult:
     """Score ``model`` on a bag; ``write``: a new bag with the input plus predictions and info.
 
     model: a torch model (run on ``device``) or an ONNX Runtime export (backend onnxruntime).
+    input_size: (height, width) the model runs at, as the node's input_height/input_width (see
+    :class:`VideoSegmenter`); labels are scored and written at the frame's size either way.
     on_frame: called after every frame (progress).
     """
     bag = Path(bag)
@@ -184,9 +187,9 @@ def evaluate_bag(
         raise BagError(f"bag {bag} has no topic {label_topic}; its topics: {topics}")
     ignore = palette.ignore_index if palette.ignore_index >= 0 else None
     if isinstance(model, OnnxSegmenter):
-        segmenter = VideoSegmenter(model, backend="onnxruntime", keyframe_policy=keyframe_policy)
+        segmenter = VideoSegmenter(model, backend="onnxruntime", keyframe_policy=keyframe_policy, input_size=input_size)
     else:
-        segmenter = VideoSegmenter(model, device=device, keyframe_policy=keyframe_policy)
+        segmenter = VideoSegmenter(model, device=device, keyframe_policy=keyframe_policy, input_size=input_size)
     resets = StreamResetDetector(ResetConfig(reset_gap_s if reset_gap_s > 0 else float("inf")))
     confusion, flicker = ConfusionMatrix(palette.num_classes, ignore), FlickerMeter()
     offsets = KeyframeOffsetMeter(palette.num_classes, ignore)
@@ -261,6 +264,7 @@ def evaluate_bag(
         "miou_by_keyframe_offset": {str(k): v for k, v in offsets.result().items()},
         "sequences": sequences,
         "labels_without_image": unmatched,
+        "input_size": list(segmenter.input_size) if segmenter.input_size else None,  # None: the frames' own
     }
     return BagEvalResult(report, read, evaluated, unmatched, confusion, flicker, keyframes, tuple(ms))
 

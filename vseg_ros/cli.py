@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vseg_core.cli import CliError, build_parser, run
+from vseg_core.cli import CliError, build_parser, parse_input_size, run
 
 __all__ = ["main"]
 
@@ -134,8 +134,8 @@ def _eval_models(args: argparse.Namespace, exports: str, *, warn: bool = True) -
     resolve_providers(providers)  # before any export: a missing provider fails at once
     exported: dict[tuple[int, int], OnnxSegmenter] = {}
 
-    def at_frame_size(bag: str, topic: str) -> OnnxSegmenter:
-        height, width = first_frame_size(bag, topic)
+    def export_for(bag: str, topic: str) -> OnnxSegmenter:
+        height, width = args.input_size or first_frame_size(bag, topic)
         if (height, width) not in exported:
             folder = Path(exports) / f"{height}x{width}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def _eval_models(args: argparse.Namespace, exports: str, *, warn: bool = True) -
             exported[(height, width)] = OnnxSegmenter(sidecar, providers=providers)
         return exported[(height, width)]
 
-    return at_frame_size, palette
+    return export_for, palette
 
 
 def _fleet_mode(args: argparse.Namespace) -> bool:
@@ -183,7 +183,8 @@ def _bag_eval(args: argparse.Namespace) -> int:
             result = evaluate_bag(
                 args.bags[0], model_for(args.bags[0], args.image_topic[0]), palette, image_topic=args.image_topic[0],
                 label_topic=(args.label_topic or [None])[0], device=args.device,
-                keyframe_policy=FixedInterval(args.interval), reset_gap_s=args.reset_gap, write=args.write,
+                keyframe_policy=FixedInterval(args.interval), reset_gap_s=args.reset_gap,
+                input_size=args.input_size, write=args.write,
             )  # fmt: skip
     except (ValueError, BagError, CheckpointError) as exc:  # ExportError is a ValueError
         raise CliError(str(exc)) from None
@@ -230,12 +231,12 @@ def _fleet_request(args: argparse.Namespace, palette: Any) -> Any:
     settings = {
         "model": args.model, "weights": args.weights or args.onnx_model, "weights_sha256": weights,
         "backend": args.backend, "classes": list(palette.names), "interval": args.interval,
-        "reset_gap_s": args.reset_gap,
+        "reset_gap_s": args.reset_gap, "input_size": list(args.input_size) if args.input_size else None,
     }  # fmt: skip
     return FleetRequest(
         paths=tuple(args.bags), cameras=cameras, out=Path(args.out), settings=settings, recursive=args.recursive,
-        interval=args.interval, reset_gap_s=args.reset_gap, device=args.device, threads=args.threads,
-        write=Path(args.write) if args.write else None,
+        interval=args.interval, reset_gap_s=args.reset_gap, input_size=args.input_size, device=args.device,
+        threads=args.threads, write=Path(args.write) if args.write else None,
     )  # fmt: skip
 
 
@@ -532,11 +533,16 @@ def build_ros_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=int, default=5, help="keyframe interval")
     p.add_argument("--reset-gap", type=float, default=1.0, help="reset on stamp jumps beyond this (s)")
     p.add_argument(
+        "--input-size", type=parse_input_size, metavar="HxW",
+        help="run the model at HEIGHTxWIDTH, as the node's input_height/input_width: frames resized to it, labels "
+        "scored at the frame's size (default: the frame's own size; onnxruntime exports at this size)",
+    )  # fmt: skip
+    p.add_argument(
         "--device", default="auto", help="backend torch: auto | cpu | cuda | cuda:N (ranks: cuda:LOCAL_RANK)"
     )
     p.add_argument(
         "--backend", choices=("torch", "onnxruntime"), default="torch",
-        help="onnxruntime: run --onnx-model, or the weights exported at the size of the bag's frames",
+        help="onnxruntime: run --onnx-model, or the weights exported at --input-size or the size of the bag's frames",
     )  # fmt: skip
     p.add_argument("--onnx-model", metavar="DIR", help="an export (`vseg export`) of --model for --backend onnxruntime")
     p.add_argument("--providers", metavar="P[,P...]", help="onnxruntime execution providers (default cpu)")

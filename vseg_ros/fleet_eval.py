@@ -105,7 +105,8 @@ class FleetRequest:
     """What one fleet evaluation is asked to do (every rank builds the same request).
 
     settings: what decides the numbers (model, weights digest, backend, classes, keyframe interval,
-    reset gap); records are only reused by a run with the same settings.
+    reset gap, input size); records are only reused by a run with the same settings.
+    input_size: (height, width) the model runs at; None: each stream's frame size.
     """
 
     paths: tuple[str, ...]
@@ -115,6 +116,7 @@ class FleetRequest:
     recursive: bool = False
     interval: int = 5
     reset_gap_s: float = 1.0
+    input_size: tuple[int, int] | None = None
     device: str = "auto"
     threads: int = 0  # CPU threads per rank; 0: this machine's cores shared evenly among local ranks
     write: Path | None = None
@@ -364,7 +366,7 @@ def _evaluate_stream(
         result = evaluate_bag(
             stream.bag, model_for(stream), palette, image_topic=stream.camera.image_topic,
             label_topic=stream.label_topic, device=device, keyframe_policy=FixedInterval(request.interval),
-            reset_gap_s=request.reset_gap_s, write=partial, on_frame=on_frame,
+            reset_gap_s=request.reset_gap_s, input_size=request.input_size, write=partial, on_frame=on_frame,
         )  # fmt: skip
     except BagError as exc:
         # A damaged bag is that stream's problem, not the fleet's: reported, and tried again next run.
@@ -489,12 +491,14 @@ def _metric_cells(m: dict[str, Any]) -> str:
 
 def _markdown(report: dict[str, Any]) -> str:
     o, s = report["overall"], report["settings"]
+    size = s.get("input_size")
+    run_at = f"{size[0]}x{size[1]}" if size else "each stream's frame size"
     lines = [
         f"# vseg bag eval: {s.get('model')} ({s.get('weights') or 'random weights'}, {s.get('backend')})",
         "",
         f"{o['streams']} streams of {len(report['by_bag'])} bags, {len(report['by_camera'])} cameras, "
         f"{o['frames_out']} frames ({o['labelled_frames']} labelled); {len(report['skipped'])} streams skipped. "
-        f"Keyframe interval {s.get('interval')}, reset gap {s.get('reset_gap_s')} s.",
+        f"Keyframe interval {s.get('interval')}, reset gap {s.get('reset_gap_s')} s, model run at {run_at}.",
         "",
         "## Overall",
         "",

@@ -124,3 +124,37 @@ def test_bag_eval_in_onnxruntime_gives_the_torch_labels_and_refuses_a_mismatched
     assert result.stderr.strip().splitlines() == [
         f"vseg bag: --onnx-model {sidecar.parent} is an export of 'lstm_icnet_v2', not 'icnet'"
     ]
+
+
+def test_bag_eval_at_an_input_size_equals_eval_at_that_size_in_torch_and_onnxruntime(tmp_path, data):
+    """--input-size runs the model as the node's input_height/input_width do; labels stay at the frame's size."""
+    sequences, palette, model = data
+    bag = tmp_path / "bag"
+    write_sequences_bag(sequences, [15.0, 15.0], bag)
+    kwargs = {"image_topic": "/camera/image_raw", "label_topic": "/camera/labels", "device": "cpu"}
+    resized = evaluate_bag(bag, model, palette, **kwargs, input_size=(32, 48), write=tmp_path / "torch").report
+    direct = evaluate(model, sequences, palette, device="cpu", input_size=(32, 48))
+    for key in ("miou", "fp", "fip", "iou", "miou_by_keyframe_offset", "input_size"):
+        assert resized[key] == direct[key], key
+    assert resized["input_size"] == [32, 48]
+    assert evaluate_bag(bag, model, palette, **kwargs).report["input_size"] is None
+    torch_labels = [image_to_labels(m) for _, _, m in read_messages(tmp_path / "torch", {"/vseg/labels": Image})]
+    assert {labels.shape for labels in torch_labels} == {(48, 64)}
+
+    # The command with onnxruntime exports at that size (not the bag's 48x64) and gives the torch labels.
+    with_weights = save_checkpoint(model, tmp_path / "ckpt", palette=palette, dataset="synthetic")
+    result = _vseg(
+        "bag", "eval", str(bag), "--image-topic", "/camera/image_raw", "--label-topic", "/camera/labels",
+        "--model", "lstm_icnet_v2", "--weights", str(with_weights), "--backend", "onnxruntime",
+        "--input-size", "32x48", "--write", str(tmp_path / "ort"), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["backend"], report["input_size"]) == ("onnxruntime", [32, 48])
+    ort_labels = [image_to_labels(m) for _, _, m in read_messages(tmp_path / "ort", {"/vseg/labels": Image})]
+    assert min(float((a == b).mean()) for a, b in zip(torch_labels, ort_labels, strict=True)) >= 0.999
+
+    result = _vseg(
+        "bag", "eval", str(bag), "--image-topic", "/camera/image_raw", "--model", "icnet", "--input-size", "0x48"
+    )
+    assert result.returncode == 2 and "expected HEIGHTxWIDTH in positive pixels, got '0x48'" in result.stderr

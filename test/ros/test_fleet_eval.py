@@ -222,6 +222,23 @@ def test_the_merged_report_adds_up_what_each_stream_gives_alone(fleet, tmp_path)
     assert json.loads((tmp_path / "results" / "report.json").read_text())["overall"] == report["overall"]
 
 
+def test_a_fleet_run_at_an_input_size_gives_what_each_bag_gives_alone_at_that_size(fleet, tmp_path):
+    size = (32, 96)  # the bags' frames are 64x128
+    request = FleetRequest(
+        paths=(str(fleet),), cameras=(FRONT,), out=tmp_path / "results", recursive=True, input_size=size,
+        settings={"model": "icnet", "input_size": list(size)}, progress=False,
+    )  # fmt: skip
+    model = _random_model()
+    report = run_fleet_eval(request, lambda stream: model, PALETTE)
+    bags = find_bags([fleet], recursive=True)
+    topics = {"image_topic": FRONT.image_topic, "label_topic": FRONT.label_topic}
+    alone = [evaluate_bag(bag, model, PALETTE, **topics, input_size=size) for bag in bags]
+    assert np.array_equal(np.asarray(report["overall"]["confusion"]), sum(r.confusion.matrix for r in alone))
+    at_frame_size = evaluate_bag(bags[0], model, PALETTE, **topics)
+    assert not np.array_equal(at_frame_size.confusion.matrix, alone[0].confusion.matrix)  # the size mattered
+    assert "model run at 32x96." in (tmp_path / "results" / "report.md").read_text()
+
+
 def test_a_damaged_bag_is_reported_with_the_reason_and_tried_again_next_run(tmp_path):
     good = _write_bag(tmp_path / "bags" / "good", 4, seed=1, cameras=(FRONT,))
     damaged = _write_bag(tmp_path / "bags" / "damaged", 6, seed=2, cameras=(FRONT,))
@@ -351,6 +368,10 @@ def test_the_scaling_benchmark_runs_the_real_command_and_compares_the_metrics():
             ["FLEET", "--recursive", "--interval", "7"],
             "holds a run with other settings (interval 3 there, 7 now); give a new --out",
         ),
+        (
+            ["FLEET", "--recursive", "--interval", "3", "--input-size", "32x48"],
+            "holds a run with other settings (input_size None there, [32, 48] now); give a new --out",
+        ),
     ],
 )
 def test_bad_input_is_one_line(fleet, tmp_path, capsys, extra, message):
@@ -359,7 +380,7 @@ def test_bad_input_is_one_line(fleet, tmp_path, capsys, extra, message):
     out.mkdir()
     settings = {
         "model": "icnet", "weights": None, "weights_sha256": None, "backend": "torch", "classes": list(PALETTE.names),
-        "interval": 3, "reset_gap_s": 1.0,
+        "interval": 3, "reset_gap_s": 1.0, "input_size": None,
     }  # fmt: skip
     (out / "run.json").write_text(json.dumps({"settings": settings}))  # a run of this command with --interval 3
     paths = {"EMPTY": str(tmp_path / "empty"), "FLEET": str(fleet)}
