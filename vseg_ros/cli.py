@@ -447,6 +447,7 @@ def _node_fuzz(args: argparse.Namespace) -> int:
                 f"{sum(r.refused.values())}/{malformed} malformed under the expected reason; received "
                 f"{r.received} = processed {r.processed} + rejected {r.rejected} + dropped {r.dropped}; RSS "
                 f"{r.rss_start_mb:.0f} -> {r.rss_end_mb:.0f} MB; exit status {r.exit_status}"
+                + (f"; node started {r.node_starts} times (DDS had not matched it)" if r.node_starts > 1 else "")
             )
             for problem in r.problems:
                 print(f"  PROBLEM: {problem}")

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -57,7 +58,7 @@ from vseg_core.pretrained import WEIGHTS_DIR, shipped_checkpoint, shipped_checkp
 from vseg_core.stream import resolve_device
 from vseg_ros.bags import BagError, list_topics, read_messages, ros_type_name
 from vseg_ros.conversions import ConversionError, compressed_to_rgb, image_to_labels, image_to_rgb, rgb_to_image
-from vseg_ros.node_process import start_node_process, stop_node_process
+from vseg_ros.node_process import NodeStartError, start_matched_node
 
 __all__ = [
     "DEMO_DATASETS",
@@ -82,12 +83,6 @@ _FRAME_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # After both ends see each other in the graph, the subscriber's process may still be matching the
 # publisher and would lose the first frame (see vseg_ros.bag_play): give it this long.
 _MATCH_SETTLE_S = 0.5
-# A node that has announced itself (created its subscription and publishers) and is still not matched
-# with the demo this much later will not be: DDS discovery between the two processes has stalled
-# (seen once on a loaded 2-core machine, the node alive and silent for minutes). It is restarted once;
-# the restarted node gets the whole start timeout.
-_DISCOVERY_S = 30.0
-_NODE_STARTS = 2
 _STOP_TIMEOUT_S = 30.0
 _MIN_WAIT_S = 5.0  # shortest wait for a frame's result once the node's pace is known
 _GIVE_UP_AFTER_TIMEOUTS = 3  # consecutive frames without a result: the node has stopped answering
@@ -484,60 +479,24 @@ def prepare_output(out: Path, need_bytes: int) -> None:
         )
 
 
-# -------------------------------------------------------------------------------- node process
-class _NodeProcess:
-    """segmentation_node for one model, as users start it, its output in a log file."""
-
-    def __init__(
-        self, model: DemoModel, config: DemoConfig, *, namespace: str, compressed: bool, frame_size: tuple[int, int],
-        logs: Path, attempt: int = 1,
-    ) -> None:  # fmt: skip
-        params = {
-            "model": model.record.model,
-            "weights": str(model.path),
-            "device": config.device,
-            "backend": config.backend,
-            "compressed": compressed,
-            # The demo colours the labels itself; nobody subscribes to these anyway.
-            "publish_color": False,
-            "publish_overlay": False,
-            "publish_confidence": False,
-        }
-        if config.backend == "onnxruntime":  # the graph's fixed size: the stream's frames
-            params.update(device="auto", input_height=frame_size[0], input_width=frame_size[1])
-        name = model.name.replace("#", "_") + (f".start{attempt}" if attempt > 1 else "")
-        self.process, self.log = start_node_process(params, namespace=namespace, workdir=logs, name=name)
-        self.announced_at: float | None = None
-
-    def announced(self) -> bool:
-        """Whether the node has said it is segmenting (its subscription and publishers exist by then);
-        the first time it is seen, the time is kept in ``announced_at``."""
-        if self.announced_at is None:
-            try:
-                # SegmentationNode's one INFO line at the end of its start: "segmenting <topics> with ..."
-                if "]: segmenting " in self.log.read_text(errors="replace"):
-                    self.announced_at = time.monotonic()
-            except OSError:
-                pass
-        return self.announced_at is not None
-
-    def last_words(self) -> str:
-        """The log line that says most: the first fatal one, else the last error, else the last line."""
-        try:
-            lines = [line.strip() for line in self.log.read_text(errors="replace").splitlines() if line.strip()]
-        except OSError:
-            return ""
-        fatal = [line for line in lines if line.startswith("[FATAL]")]
-        errors = [line for line in lines if line.startswith("[ERROR]")]
-        return fatal[0] if fatal else errors[-1] if errors else lines[-1] if lines else ""
-
-    def failure(self, what: str) -> DemoError:
-        words = self.last_words()
-        said = f", last said: {words}" if words else ""
-        return DemoError(f"segmentation_node {what} (status {self.process.poll()}; log {self.log}{said})")
-
-    def stop(self) -> int:
-        return stop_node_process(self.process, _STOP_TIMEOUT_S)
+def _node_params(
+    model: DemoModel, config: DemoConfig, *, compressed: bool, frame_size: tuple[int, int]
+) -> dict[str, Any]:
+    """segmentation_node's parameters for one model, as users would set them."""
+    params = {
+        "model": model.record.model,
+        "weights": str(model.path),
+        "device": config.device,
+        "backend": config.backend,
+        "compressed": compressed,
+        # The demo colours the labels itself; nobody subscribes to these anyway.
+        "publish_color": False,
+        "publish_overlay": False,
+        "publish_confidence": False,
+    }
+    if config.backend == "onnxruntime":  # the graph's fixed size: the stream's frames
+        params.update(device="auto", input_height=frame_size[0], input_width=frame_size[1])
+    return params
 
 
 class _Spinner:
@@ -600,14 +559,6 @@ def _run_model(
     topic = f"{namespace}/image" + ("/compressed" if stream.compressed else "")
     publisher = node.create_publisher(CompressedImage if stream.compressed else Image, topic, _FRAME_QOS)
     started = time.monotonic()
-    frame_size = stream.frames[0].shape[:2]
-
-    def start(attempt: int) -> _NodeProcess:
-        run.node_starts = attempt
-        return _NodeProcess(
-            model, config, namespace=namespace, compressed=stream.compressed, frame_size=frame_size, logs=logs,
-            attempt=attempt,
-        )  # fmt: skip
 
     def unmatched() -> list[str]:
         """What the demo does not see of the node yet (empty: it is ready)."""
@@ -619,33 +570,14 @@ def _run_model(
                 missing.append(f"a publisher of {output}")
         return missing
 
-    process = start(1)
+    params = _node_params(model, config, compressed=stream.compressed, frame_size=stream.frames[0].shape[:2])
+    process = None
     try:
-        while True:
-            last_start = run.node_starts >= _NODE_STARTS
-
-            def settled(p: _NodeProcess = process, last: bool = last_start) -> bool:
-                """Ready or exited; before the last start also: announced and unmatched for too long."""
-                if p.process.poll() is not None or not unmatched():
-                    return True
-                return not last and p.announced() and time.monotonic() - p.announced_at >= _DISCOVERY_S
-
-            if not spin(settled, config.start_timeout_s):
-                raise process.failure(
-                    f"for {model.name} did not come up within {config.start_timeout_s:g} s "
-                    f"(start {run.node_starts}; missing: {'; '.join(unmatched())})"
-                )
-            if process.process.poll() is not None:
-                raise process.failure(f"for {model.name} could not start")
-            missing = unmatched()
-            if not missing:
-                break
-            echo(
-                f"  {model.name}: the node said it was segmenting {_DISCOVERY_S:g} s ago but DDS has not matched "
-                f"it (missing: {'; '.join(missing)}); restarting it (log {process.log})"
-            )
-            process.stop()
-            process = start(run.node_starts + 1)
+        process, run.node_starts = start_matched_node(
+            params, namespace=namespace, workdir=logs, name=model.name.replace("#", "_"), missing=unmatched,
+            spin=spin, timeout_s=config.start_timeout_s, label=f"for {model.name}",
+            on_restart=lambda why: echo(f"  {model.name}: {why}"),
+        )  # fmt: skip
         settle = time.monotonic() + _MATCH_SETTLE_S
         spin(lambda: time.monotonic() >= settle, _MATCH_SETTLE_S + 1)
         run.start_s = time.monotonic() - started
@@ -675,7 +607,7 @@ def _run_model(
                     echo(f"  {model.name}: the node stopped answering; the remaining frames are not sent")
                     break
             if process.process.poll() is not None:
-                raise process.failure(f"for {model.name} stopped after {i + 1} frames")
+                raise DemoError(process.describe(f"for {model.name} stopped after {i + 1} frames"))
         if config.rate_hz > 0 and run.frames_sent:
             # The newest frame always gets processed (the node drops older ones), unless DDS lost it.
             last = run.frames_sent - 1
@@ -687,8 +619,11 @@ def _run_model(
             count = sum(map(done, range(n)))
             quiet = time.monotonic() + 0.2
             spin(lambda quiet=quiet: time.monotonic() >= quiet, 1.0)
+    except NodeStartError as exc:
+        raise DemoError(str(exc)) from None
     finally:
-        run.exit_status = process.stop()
+        if process is not None:
+            run.exit_status = process.stop(_STOP_TIMEOUT_S)
         executor.shutdown()
         node.destroy_node()
     return run

@@ -34,7 +34,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from vseg.msg import SegmentationInfo
-from vseg_ros.node_process import resident_memory_mb, start_node_process, stop_node_process
+from vseg_ros.node_process import NodeStartError, resident_memory_mb, start_matched_node, stop_node_process
 
 __all__ = ["MALFORMED", "FuzzConfig", "FuzzReport", "run_fuzz"]
 
@@ -137,6 +137,7 @@ class FuzzReport:
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     seconds: float = 0.0
+    node_starts: int = 0  # 2: the first node was never matched by DDS and was restarted
     exit_status: int | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -159,7 +160,6 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
         params["model"] = config.model
     if config.weights:
         params["weights"] = config.weights
-    process, log = start_node_process(params, namespace=ns, workdir=workdir, name=transport)
     rng = random.Random(f"{config.seed}-{transport}")
     kinds = [reason for t, reason in MALFORMED if t == transport]
     plan = [reason for reason in kinds for _ in range(config.per_kind)]
@@ -174,11 +174,34 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
     tester.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
     publisher = tester.create_publisher(CompressedImage if compressed else Image, topic, _RELIABLE)
 
-    def spin_until(predicate, timeout: float) -> bool:
+    def spin(predicate, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < deadline and process.poll() is None:
+        while not predicate() and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.02)
         return predicate()
+
+    def unmatched() -> list[str]:
+        """What the fuzzer does not see of the node yet (empty: it is ready)."""
+        missing = [] if publisher.get_subscription_count() else [f"a subscription matching its publisher on {topic}"]
+        info = f"{ns}/segmentation/info"
+        return missing + ([] if tester.count_publishers(info) else [f"a publisher of {info}"])
+
+    started = time.monotonic()
+    try:
+        node, report.node_starts = start_matched_node(
+            params, namespace=ns, workdir=workdir, name=transport, missing=unmatched, spin=spin,
+            timeout_s=_START_TIMEOUT_S,
+        )  # fmt: skip
+    except NodeStartError as exc:
+        report.problems.append(str(exc))
+        report.seconds = time.monotonic() - started
+        executor.shutdown()
+        tester.destroy_node()
+        return report
+    process = node.process
+
+    def spin_until(predicate, timeout: float) -> bool:
+        return spin(lambda: predicate() or process.poll() is not None, timeout) and predicate()
 
     stamp = [1_000_000_000]
 
@@ -196,11 +219,8 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
         if spin_until(lambda: len(infos) > before, timeout=60.0):
             report.good_answered += 1
 
-    started, total = time.monotonic(), 0
+    total = 0
     try:
-        if not spin_until(lambda: publisher.get_subscription_count() > 0, _START_TIMEOUT_S):
-            report.problems.append(f"the node never subscribed to {topic} (log {log})")
-            return report
         good()
         report.rss_start_mb = resident_memory_mb(process.pid)
         for i, reason in enumerate(plan, 1):
@@ -243,7 +263,7 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
         executor.shutdown()
         tester.destroy_node()
     if not alive:
-        report.problems.append(f"the node died during the run (status {report.exit_status}; log {log})")
+        report.problems.append(f"the node died during the run (status {report.exit_status}; log {node.log})")
     if report.good_answered != report.good_sent:
         report.problems.append(
             f"{report.good_sent - report.good_answered} of {report.good_sent} valid frames got no answer"
@@ -260,7 +280,7 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
             f"memory grew by {report.rss_end_mb - report.rss_start_mb:.0f} MB (bound {config.rss_growth_mb:.0f} MB)"
         )
     if report.exit_status not in (0, None):
-        report.problems.append(f"the node exited with status {report.exit_status} on SIGINT (log {log})")
+        report.problems.append(f"the node exited with status {report.exit_status} on SIGINT (log {node.log})")
     return report
 
 

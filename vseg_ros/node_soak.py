@@ -23,7 +23,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from vseg.msg import SegmentationInfo
-from vseg_ros.node_process import resident_memory_mb, start_node_process, stop_node_process
+from vseg_ros.node_process import resident_memory_mb, start_matched_node
 
 __all__ = ["SoakConfig", "SoakReport", "run_soak"]
 
@@ -77,7 +77,6 @@ def run_soak(config: SoakConfig) -> SoakReport:
     ctx = Context()
     rclpy.init(context=ctx)
     with tempfile.TemporaryDirectory(prefix="vseg-soak-") as workdir:
-        process, log = start_node_process(params, namespace=ns, workdir=Path(workdir), name="soak")
         node = rclpy.create_node("soak_camera", context=ctx)
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(node)
@@ -90,14 +89,23 @@ def run_soak(config: SoakConfig) -> SoakReport:
         rng = np.random.default_rng(0)
         base = rng.integers(0, 256, (config.height, config.width + 256, 3), dtype=np.uint8)
         sent, rss_first, rss_first_at = 0, float("nan"), min(_FIRST_CHECKPOINT_S, config.seconds / 2)
-        try:
-            deadline = time.monotonic() + _START_TIMEOUT_S
-            while camera.get_subscription_count() == 0 and process.poll() is None:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the node never subscribed (log: {log.read_text()[-2000:]})")
+
+        def spin(predicate, timeout_s: float) -> bool:
+            deadline = time.monotonic() + timeout_s
+            while not predicate() and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.05)
-            if process.poll() is not None:
-                raise RuntimeError(f"the node exited with status {process.poll()}: {log.read_text()[-2000:]}")
+            return predicate()
+
+        def unmatched() -> list[str]:
+            return [] if camera.get_subscription_count() else [f"a subscription matching its publisher on {ns}/image"]
+
+        soak = None
+        try:
+            soak, _ = start_matched_node(
+                params, namespace=ns, workdir=Path(workdir), name="soak", missing=unmatched, spin=spin,
+                timeout_s=_START_TIMEOUT_S,
+            )  # fmt: skip
+            process, log = soak.process, soak.log
             start = time.monotonic()
             period = 1.0 / config.rate_hz
             while (elapsed := time.monotonic() - start) < config.seconds and process.poll() is None:
@@ -123,7 +131,8 @@ def run_soak(config: SoakConfig) -> SoakReport:
                 )
             rss_end = resident_memory_mb(process.pid)
         finally:
-            status = stop_node_process(process)
+            if soak is not None:  # else start_matched_node stopped it and the error is on its way
+                status = soak.stop()
             executor.shutdown()
             node.destroy_node()
             ctx.try_shutdown()

@@ -8,7 +8,6 @@ results.json and labels must equal them; its pictures must decode with the sizes
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -31,9 +30,9 @@ from vseg_core.demo_media import (
 from vseg_core.evaluate import evaluate, evaluation_sequences
 from vseg_core.export import ExportConfig, export_model
 from vseg_core.pretrained import shipped_checkpoint, shipped_checkpoints
-from vseg_ros import demo as demo_module
 from vseg_ros.cli import main
 from vseg_ros.demo import DemoConfig, DemoError, DemoModel, assign_streams, prepare_output, run_demo
+from vseg_ros.node_process import NodeProcess
 
 H, W, FRAMES = 64, 128, 12
 MODELS = ("icnet", "lstm_icnet_v2")
@@ -223,7 +222,7 @@ def two_stream_run(tmp_path_factory):
     """A shipped CamVid and a shipped synthetic checkpoint, named in that order: each runs on its stream."""
     out = tmp_path_factory.mktemp("demo_two_streams") / "demo_output"
     result = subprocess.run(
-        [sys.executable, "-m", "vseg_ros.cli", "demo", "--models", "camvid_icnet", "synthetic_icnet",
+        [sys.executable, "-m", "vseg_ros.cli", "demo", "--models", "camvid_icnet_lite0", "synthetic_icnet",
          "--frames", str(CAMVID_FRAMES), "--height", str(H), "--width", str(W), "--out", str(out),
          "--device", "cpu", "--timeout", "120"],
         capture_output=True, text=True, timeout=400, check=False,
@@ -238,19 +237,19 @@ def test_a_camvid_checkpoint_runs_on_the_shipped_camvid_clip_and_scores_against_
     report = json.loads((out / "results.json").read_text())
     assert [(s["name"], s["frames"], s["height"], s["width"], s["models"]) for s in report["streams"]] == [
         ("synthetic", CAMVID_FRAMES, H, W, ["synthetic_icnet"]),
-        ("camvid", CAMVID_FRAMES, 360, 480, ["camvid_icnet"]),
+        ("camvid", CAMVID_FRAMES, 360, 480, ["camvid_icnet_lite0"]),
     ]
     assert report["streams"][1]["fps"] == 15.0
     camvid_files = {"video_camvid": "overlay_camvid.mp4", "contact_sheet_camvid": "contact_sheet_camvid.png"}
     assert report["streams"][1]["files"] == camvid_files | {"labels_camvid": "labels_camvid.npz"}
     synthetic, row = report["models"]
     assert (synthetic["name"], synthetic["stream"]) == ("synthetic_icnet", "synthetic")
-    assert (row["name"], row["stream"], row["trained_on"]) == ("camvid_icnet", "camvid", "camvid")
+    assert (row["name"], row["stream"], row["trained_on"]) == ("camvid_icnet_lite0", "camvid", "camvid")
     assert row["frames_sent"] == row["frames_processed"] == CAMVID_FRAMES and row["frames_without_result"] == 0
 
     labels = np.load(out / "labels_camvid.npz")
-    got = labels["camvid_icnet"]
-    assert got.shape == (CAMVID_FRAMES, 360, 480) and labels["camvid_icnet.valid"].all()
+    got = labels["camvid_icnet_lite0"]
+    assert got.shape == (CAMVID_FRAMES, 360, 480) and labels["camvid_icnet_lite0.valid"].all()
     # The mIoU from the node's labels and the clip's label PNGs, with numpy alone (void = 11 is ignored).
     truth = np.stack(
         [cv2.imread(str(CAMVID_DEMO_CLIP / "valannot" / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in CLIP_NAMES]
@@ -265,13 +264,13 @@ def test_a_camvid_checkpoint_runs_on_the_shipped_camvid_clip_and_scores_against_
     frames = [
         cv2.cvtColor(cv2.imread(str(CAMVID_DEMO_CLIP / "val" / f"{n}.jpg")), cv2.COLOR_BGR2RGB) for n in CLIP_NAMES
     ]
-    for i, expected in enumerate(_core_labels(str(shipped_checkpoint("camvid_icnet")), frames)):
+    for i, expected in enumerate(_core_labels(str(shipped_checkpoint("camvid_icnet_lite0")), frames)):
         np.testing.assert_array_equal(got[i], expected, err_msg=f"frame {i}")
 
     # One table for both streams, then each stream's files, the synthetic one's untagged.
     lines = result.stdout.splitlines()
-    assert next(li for li in lines if li.startswith("camvid_icnet ")).split()[:3] == [
-        "camvid_icnet",
+    assert next(li for li in lines if li.startswith("camvid_icnet_lite0 ")).split()[:3] == [
+        "camvid_icnet_lite0",
         "camvid",
         f"{row['miou']:.3f}",
     ]
@@ -333,28 +332,6 @@ def test_without_checkpoints_the_demo_refuses_instead_of_running_random_weights(
     assert _one_line_error(capsys, "--models", "nonexistent", "--weights-dir", str(tmp_path)) == (
         f"vseg demo: no shipped checkpoint 'nonexistent' in {tmp_path}; shipped: none"
     )
-
-
-@pytest.fixture
-def undiscoverable_starts(monkeypatch):
-    """``starts[i]`` True: the demo's i-th node start happens in another DDS domain, so the node comes
-    up, says it is segmenting and is never matched, as when discovery stalls."""
-    starts: list[bool] = []
-    calls: list[str] = []
-    real = demo_module.start_node_process
-    other_domain = str(int(os.environ["ROS_DOMAIN_ID"]) + 101)  # test runs use 1-100 (conftest.py)
-
-    def start(params, **kwargs):
-        in_other_domain = starts[len(calls)]
-        calls.append(kwargs["name"])
-        with monkeypatch.context() as env:
-            if in_other_domain:
-                env.setenv("ROS_DOMAIN_ID", other_domain)
-            return real(params, **kwargs)
-
-    monkeypatch.setattr(demo_module, "start_node_process", start)
-    monkeypatch.setattr(demo_module, "_DISCOVERY_S", 15.0)
-    return starts, calls
 
 
 def test_a_node_that_is_never_matched_is_restarted_once_and_then_serves(undiscoverable_starts, checkpoints, tmp_path):
@@ -425,3 +402,34 @@ def test_video_falls_back_to_motion_jpeg_where_mp4v_cannot_be_opened(tmp_path, m
     while (frame := capture.read()[1]) is not None:
         shapes.append(frame.shape)
     assert shapes == [(34, 48, 3)] * 3, "odd sizes are padded to even ones"
+
+
+def test_the_announcement_is_found_when_the_log_gains_it_in_pieces(tmp_path, monkeypatch):
+    """announced() reads only what the log gained since its last call, yet finds the line when a
+    read ends inside it, and never reads the part before what it kept."""
+    log = tmp_path / "node.log"
+    log.write_bytes(b"[INFO] [1.0] [seg.node]: loading weights\n" * 50)
+    process = object.__new__(NodeProcess)  # the log watcher alone, no node started
+    process.log, process.announced_at, process._unsearched = log, None, 0
+    read_from = []
+    real_open = type(log).open
+
+    def recording_open(path, *args, **kwargs):
+        handle = real_open(path, *args, **kwargs)
+        real_seek = handle.seek
+        handle.seek = lambda offset, *a: read_from.append(offset) or real_seek(offset, *a)
+        return handle
+
+    monkeypatch.setattr(type(log), "open", recording_open)
+    assert not process.announced()
+    before = log.stat().st_size
+    for piece in (b"[INFO] [2.0] [seg.node", b"]: segm", b"enting /cam/image with icnet\n"):
+        assert not process.announced()  # the whole line arrives with the last piece
+        with real_open(log, "ab") as out:
+            out.write(piece)
+    assert process.announced() and process.announced_at is not None
+    # The first read starts at 0, each later one within the announcement's length of the end of the last.
+    assert read_from[0] == 0 and all(start >= before - len(process._ANNOUNCEMENT) for start in read_from[1:])
+    # Once seen, the log is not opened again.
+    calls = len(read_from)
+    assert process.announced() and len(read_from) == calls

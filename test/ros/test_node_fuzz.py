@@ -52,3 +52,13 @@ def test_a_message_refused_under_another_reason_or_not_at_all_is_reported(checkp
     assert not report.ok
     assert report.refused.get("too_small", 0) == 0 and report.refused["empty"] == 4
     assert any(p.startswith("refused by reason") for p in report.problems), report.problems
+
+
+@pytest.mark.slow
+def test_a_node_that_dds_never_matches_is_restarted_and_then_fuzzed(checkpoint, undiscoverable_starts):
+    starts, calls = undiscoverable_starts
+    starts += [True, False]
+    (report,) = run_fuzz(FuzzConfig(per_kind=1, good_every=3, weights=str(checkpoint), transports=("raw",)))
+    assert calls == ["raw", "raw.start2"]
+    assert report.ok, report.problems
+    assert report.node_starts == 2 and report.good_answered == report.good_sent
