@@ -31,6 +31,13 @@ MAX_TOTAL_BYTES = 120 << 20
 FP16_MAX = 65504.0
 
 
+def init_name(path: str) -> str:
+    """What an --init checkpoint is called when shipped: its run folder's name, or the shipped name of a
+    checkpoint that was itself shipped (``vseg_core/weights/camvid_icnet_lite0.safetensors``)."""
+    checkpoint = Path(path)
+    return checkpoint.stem if checkpoint.resolve().parent == WEIGHTS_DIR.resolve() else checkpoint.parent.name
+
+
 def scrub_metadata(metadata: dict, name: str) -> dict:
     """Training ``metadata`` with the training machine's paths replaced by names that mean the same
     thing, and the provenance of each --init checkpoint that is still at hand nested under
@@ -40,10 +47,11 @@ def scrub_metadata(metadata: dict, name: str) -> dict:
     if train.get("root"):
         train["root"] = f"{train['dataset']} root"
     # "--init reference=/x/camvid_deeplab101/checkpoint.safetensors" -> "reference=camvid_deeplab101"
+    # and "--init base=.../vseg_core/weights/camvid_icnet_lite0.safetensors" -> "base=camvid_icnet_lite0"
     inits, earlier = [], dict(metadata.get("initialised_from", {}))
     for spec in train.get("init", []):
         part, _, path = spec.rpartition("=")
-        run = Path(path).parent.name
+        run = init_name(path)
         inits.append(f"{part}={run}" if part else run)
         record = Path(path).with_suffix(".json")
         if record.is_file():
