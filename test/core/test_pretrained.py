@@ -89,17 +89,20 @@ def test_the_shipped_convlstm_beats_its_single_frame_base_on_held_out_video():
 
 
 @pytest.mark.skipif(not (CAMVID / "valannot").is_dir(), reason="no copy of CamVid at ../shared/data/camvid")
-def test_the_shipped_camvid_convlstm_beats_its_base_by_a_point_and_flickers_less_on_camvid_val():
-    """Pfeuffer & Dietmayer's claim on real street video, as README reports it for the shipped files."""
+def test_the_shipped_camvid_convlstms_flicker_less_than_their_base_and_the_standard_one_beats_it_by_a_point():
+    """Pfeuffer & Dietmayer's claim on real street video, as README reports it for the shipped files;
+    the separable cell keeps the flicker part of it (its accuracy is 3 points short, README says)."""
     sequences, palette = evaluation_sequences("camvid", root=CAMVID, split="val")
     reports = {
         name: evaluate(load_checkpoint(shipped_checkpoint(name)).eval(), sequences, palette, device="cpu")
-        for name in ("camvid_icnet_lite0", "camvid_lstm_icnet_v2_lite0")
+        for name in ("camvid_icnet_lite0", "camvid_lstm_icnet_v2_lite0", "camvid_lstm_icnet_v2_lite0_separable")
     }
     single, temporal = reports["camvid_icnet_lite0"], reports["camvid_lstm_icnet_v2_lite0"]
+    separable = reports["camvid_lstm_icnet_v2_lite0_separable"]
     assert single["miou"] > 0.55  # ImageNet-initialised and trained: from scratch it scored 0.478
     assert temporal["miou"] >= single["miou"] + 0.01
-    assert temporal["fip"] < single["fip"] and temporal["fp"] < single["fp"]
+    for cell in (temporal, separable):
+        assert cell["fip"] < single["fip"] and cell["fp"] < single["fp"]
 
 
 def test_checkpoint_path_takes_shipped_names_and_paths_and_names_the_shipped_ones_otherwise(tmp_path):
