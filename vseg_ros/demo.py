@@ -598,7 +598,7 @@ def _run_model(
             # The first frame may take long (lazy initialisation, GPU kernels); once the node's pace is
             # known, a frame lost on the way costs a few round trips of waiting, not the whole timeout.
             limit = config.timeout_s if not slowest else min(config.timeout_s, max(_MIN_WAIT_S, 20 * slowest))
-            if spin(lambda i=i: done(i) or process.process.poll() is not None, limit):
+            if spin(lambda i=i: done(i) or process.exited(), limit):
                 misses, slowest = 0, max(slowest, time.monotonic() - sent)
             else:
                 misses += 1
@@ -606,12 +606,12 @@ def _run_model(
                 if misses >= _GIVE_UP_AFTER_TIMEOUTS:
                     echo(f"  {model.name}: the node stopped answering; the remaining frames are not sent")
                     break
-            if process.process.poll() is not None:
+            if process.exited():
                 raise DemoError(process.describe(f"for {model.name} stopped after {i + 1} frames"))
         if config.rate_hz > 0 and run.frames_sent:
             # The newest frame always gets processed (the node drops older ones), unless DDS lost it.
             last = run.frames_sent - 1
-            spin(lambda: done(last) or process.process.poll() is not None, config.timeout_s)
+            spin(lambda: done(last) or process.exited(), config.timeout_s)
         run.stream_s = time.monotonic() - t0
         # Results of earlier frames may still be on their way: collect until nothing new arrives.
         count = -1

@@ -34,7 +34,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from vseg.msg import SegmentationInfo
-from vseg_ros.node_process import NodeStartError, resident_memory_mb, start_matched_node, stop_node_process
+from vseg_ros.node_process import NodeStartError, executor_spinner, resident_memory_mb, start_matched_node
 
 __all__ = ["MALFORMED", "FuzzConfig", "FuzzReport", "run_fuzz"]
 
@@ -174,11 +174,7 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
     tester.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
     publisher = tester.create_publisher(CompressedImage if compressed else Image, topic, _RELIABLE)
 
-    def spin(predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.02)
-        return predicate()
+    spin = executor_spinner(executor, 0.02)
 
     def unmatched() -> list[str]:
         """What the fuzzer does not see of the node yet (empty: it is ready)."""
@@ -198,10 +194,9 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
         executor.shutdown()
         tester.destroy_node()
         return report
-    process = node.process
 
     def spin_until(predicate, timeout: float) -> bool:
-        return spin(lambda: predicate() or process.poll() is not None, timeout) and predicate()
+        return spin(lambda: predicate() or node.exited(), timeout) and predicate()
 
     stamp = [1_000_000_000]
 
@@ -222,7 +217,7 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
     total = 0
     try:
         good()
-        report.rss_start_mb = resident_memory_mb(process.pid)
+        report.rss_start_mb = resident_memory_mb(node.process.pid)
         for i, reason in enumerate(plan, 1):
             publish(MALFORMED[(transport, reason)](rng))
             if i % config.good_every == 0:
@@ -255,11 +250,11 @@ def _fuzz_one(config: FuzzConfig, transport: str, ctx: Context, workdir: Path) -
             int(values.get("frames_processed", 0)),
         )
         report.dropped, report.rejected = int(values.get("frames_dropped", 0)), int(values.get("frames_rejected", 0))
-        report.rss_end_mb = resident_memory_mb(process.pid)
+        report.rss_end_mb = resident_memory_mb(node.process.pid)
     finally:
         report.seconds = time.monotonic() - started
-        alive = process.poll() is None
-        report.exit_status = stop_node_process(process)
+        alive = not node.exited()
+        report.exit_status = node.stop()
         executor.shutdown()
         tester.destroy_node()
     if not alive:

@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "NodeProcess", "NodeStartError", "resident_memory_mb", "start_matched_node", "start_node_process",
-    "stop_node_process",
+    "NodeProcess", "NodeStartError", "executor_spinner", "resident_memory_mb", "start_matched_node",
+    "start_node_process", "stop_node_process",
 ]  # fmt: skip
 
 # A node that has announced itself (created its subscription and publishers) and is still not matched
@@ -62,7 +62,6 @@ class NodeProcess:
     _ANNOUNCEMENT = b"]: segmenting "
 
     def __init__(self, params: dict[str, Any], *, namespace: str, workdir: Path, name: str) -> None:
-        self.name = name
         self.process, self.log = start_node_process(params, namespace=namespace, workdir=workdir, name=name)
         self.announced_at: float | None = None  # time.monotonic() when announced() first saw the line
         # The part of the log announced() has not searched yet starts here; it keeps the last few bytes
@@ -107,6 +106,19 @@ class NodeProcess:
 
     def stop(self, timeout_s: float = 60.0) -> int:
         return stop_node_process(self.process, timeout_s)
+
+
+def executor_spinner(executor: Any, period_s: float) -> Callable[[Callable[[], bool], float], bool]:
+    """``spin(predicate, timeout_s)`` for :func:`start_matched_node`: ``executor`` spun ``period_s`` at a
+    time until ``predicate()`` holds or ``timeout_s`` passes; whether it holds."""
+
+    def spin(predicate: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not predicate() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=period_s)
+        return predicate()
+
+    return spin
 
 
 class NodeStartError(RuntimeError):

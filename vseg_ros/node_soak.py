@@ -23,7 +23,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from vseg.msg import SegmentationInfo
-from vseg_ros.node_process import resident_memory_mb, start_matched_node
+from vseg_ros.node_process import executor_spinner, resident_memory_mb, start_matched_node
 
 __all__ = ["SoakConfig", "SoakReport", "run_soak"]
 
@@ -90,20 +90,14 @@ def run_soak(config: SoakConfig) -> SoakReport:
         base = rng.integers(0, 256, (config.height, config.width + 256, 3), dtype=np.uint8)
         sent, rss_first, rss_first_at = 0, float("nan"), min(_FIRST_CHECKPOINT_S, config.seconds / 2)
 
-        def spin(predicate, timeout_s: float) -> bool:
-            deadline = time.monotonic() + timeout_s
-            while not predicate() and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.05)
-            return predicate()
-
         def unmatched() -> list[str]:
             return [] if camera.get_subscription_count() else [f"a subscription matching its publisher on {ns}/image"]
 
         soak = None
         try:
             soak, _ = start_matched_node(
-                params, namespace=ns, workdir=Path(workdir), name="soak", missing=unmatched, spin=spin,
-                timeout_s=_START_TIMEOUT_S,
+                params, namespace=ns, workdir=Path(workdir), name="soak", missing=unmatched,
+                spin=executor_spinner(executor, 0.05), timeout_s=_START_TIMEOUT_S,
             )  # fmt: skip
             process, log = soak.process, soak.log
             start = time.monotonic()
