@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["CliError", "build_parser", "main", "parse_config", "run"]
+__all__ = ["CliError", "build_parser", "main", "parse_config", "parse_spec", "run"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -55,23 +55,24 @@ def _models(args: argparse.Namespace) -> int:
     from vseg_core.cost import count_cost
     from vseg_core.models.registry import create_model, get_model_entry, list_models
 
-    names = args.names or list_models()
+    specs = args.names or list_models()
     rows = []
-    for name in names:
+    for spec in specs:
+        # "icnet,backbone=lite2": one row with its own settings, as bench and eval take them.
+        name, config = parse_spec(spec, args.config)
         try:
             entry = get_model_entry(name)
-            config = {**args.config.get("*", {}), **args.config.get(name, {})}
             model = create_model(name, num_classes=args.classes, **config)
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        rows.append(_cost_row(entry, count_cost(model, height=args.height, width=args.width, name=name)))
+        rows.append(_cost_row(entry, count_cost(model, height=args.height, width=args.width, name=spec)))
     if args.json:
         json.dump({"height": args.height, "width": args.width, "classes": args.classes, "models": rows}, sys.stdout)
         sys.stdout.write("\n")
         return 0
     print(f"{args.height}x{args.width} input, {args.classes} classes; GFLOPs per frame (FLOP counter, 2 per MAC)")
     columns = ("model", "family", "params", "key GFLOPs", "non-key", "cell params", "cell GFLOPs")
-    widths = (16, 9, 11, 11, 9, 12, 12)
+    widths = (max(16, *(len(r["name"]) for r in rows)), 9, 11, 11, 9, 12, 12)
 
     def line(cells: Sequence[str]) -> str:
         return " ".join(
@@ -116,9 +117,7 @@ def _bench(args: argparse.Namespace) -> int:
         models = []
         for spec in args.names:
             # "lstm_icnet_v2,conv=separable": one model of a run with its own settings.
-            name, *settings = spec.split(",")
-            own = parse_config(settings).get("*", {})
-            models.append((name, {**args.config.get("*", {}), **args.config.get(name, {}), **own}))
+            models.append(parse_spec(spec, args.config))
         results = run_benchmark(models, config)
     except (ValueError, FloatingPointError) as exc:
         raise CliError(str(exc)) from None
@@ -154,8 +153,7 @@ def _eval_policies(specs: list[str], interval: int) -> list[tuple[str, object]]:
         specs = [f"fixed,interval={interval}"]
     policies = []
     for spec in specs:
-        name, *settings = spec.split(",")
-        config = parse_config(settings).get("*", {})
+        name, config = parse_spec(spec)
         make_keyframe_policy(name, **config)  # refuses an unknown policy or setting before any work
         policies.append((spec, lambda name=name, config=config: make_keyframe_policy(name, **config)))
     return policies
@@ -171,8 +169,7 @@ def _eval_model(spec: str, args: argparse.Namespace, num_classes: int | None, co
         path = checkpoint_path(spec)
         model = load_checkpoint(path)
         return model, f"{model.model_name} ({path.stem})"
-    name, *settings = spec.split(",")
-    config = {**args.config.get("*", {}), **args.config.get(name, {}), **parse_config(settings).get("*", {})}
+    name, config = parse_spec(spec, args.config)
     if num_classes is not None:
         config["num_classes"] = num_classes
     model = create_model(name, **config)
@@ -322,8 +319,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if (args.model is None) == (args.model_option is None):
         raise CliError("name the model once: MODEL or --model MODEL, e.g. vseg train lstm_icnet_v2 --out runs/x")
-    name, *settings = (args.model or args.model_option).split(",")
-    model_config = {**args.config.get("*", {}), **args.config.get(name, {}), **parse_config(settings).get("*", {})}
+    name, model_config = parse_spec(args.model or args.model_option, args.config)
     try:
         phases = parse_phases(args.phase)
         config = TrainConfig(
@@ -381,7 +377,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     parser = _Parser(prog="vseg", description="Semantic segmentation of video that uses time.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = commands.add_parser("models", help="list registered models with parameters and GFLOPs per frame")
-    p.add_argument("names", nargs="*", help="models to list (default: all)")
+    p.add_argument(
+        "names", nargs="*", metavar="MODEL[,KEY=VALUE...]", help="models to list, each with its settings (default: all)"
+    )
     p.add_argument("--height", type=_positive_int, default=1024, help="input height in pixels (default 1024)")
     p.add_argument("--width", type=_positive_int, default=2048, help="input width in pixels (default 2048)")
     p.add_argument("--classes", type=_positive_int, default=19, help="number of classes (default 19)")
@@ -545,12 +543,30 @@ def parse_config(items: Sequence[str]) -> dict[str, dict[str, object]]:
         target, _, key = head.rpartition(":")
         if not sep or not key:
             raise CliError(f"--config expects [MODEL:]KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        config.setdefault(target or "*", {})[key] = value
+        config.setdefault(target or "*", {})[key] = _setting_value(text)
     return config
+
+
+def parse_spec(spec: str, config: dict[str, dict[str, object]] | None = None) -> tuple[str, dict[str, object]]:
+    """A spec "lstm_icnet_v2,conv=separable" -> ("lstm_icnet_v2", settings): those of --config (``config``, as
+    :func:`parse_config` returns it) for every model and for this one, then the spec's own."""
+    name, *items = spec.split(",")
+    own: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key or ":" in key:
+            raise CliError(f"{spec!r}: expected NAME[,KEY=VALUE...], got {item!r}")
+        own[key] = _setting_value(text)
+    config = config or {}
+    return name, {**config.get("*", {}), **config.get(name, {}), **own}
+
+
+def _setting_value(text: str) -> object:
+    """JSON where it parses (numbers, true/false, null), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

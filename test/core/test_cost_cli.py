@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vseg_core.cli import main, parse_config
+from vseg_core.cli import main, parse_config, parse_spec
 from vseg_core.cost import count_cost, model_cost
 from vseg_core.models.registry import create_model
 
@@ -89,6 +89,29 @@ def test_models_json_matches_the_models(capsys):
     assert rows["icnet"]["params"] == sum(p.numel() for p in create_model("icnet", num_classes=4).parameters())
 
 
+def test_models_takes_each_name_with_its_own_settings(capsys):
+    assert main(["models", "icnet", "icnet,backbone=lite0", "lstm_icnet_v2,backbone=lite0,conv=separable",
+                 "--height", "64", "--width", "96", "--classes", "4", "--json"]) == 0  # fmt: skip
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["models"]}
+    for spec, model in (
+        ("icnet", create_model("icnet", num_classes=4)),
+        ("icnet,backbone=lite0", create_model("icnet", num_classes=4, backbone="lite0")),
+        ("lstm_icnet_v2,backbone=lite0,conv=separable",
+         create_model("lstm_icnet_v2", num_classes=4, backbone="lite0", conv="separable")),
+    ):  # fmt: skip
+        assert rows[spec]["params"] == sum(p.numel() for p in model.parameters()), spec
+    assert rows["icnet"]["params"] != rows["icnet,backbone=lite0"]["params"]
+
+
+def test_a_spec_s_own_settings_come_after_config_s():
+    config = parse_config(["conv=spatial", "lstm_icnet_v2:reduce_channels=32", "icnet:backbone=lite0"])
+    assert parse_spec("lstm_icnet_v2,conv=separable,hidden=null", config) == (
+        "lstm_icnet_v2",
+        {"conv": "separable", "reduce_channels": 32, "hidden": None},
+    )
+    assert parse_spec("fixed,interval=5") == ("fixed", {"interval": 5})
+
+
 def test_config_parsing():
     assert parse_config(["conv=separable", "lstm_icnet_v2:reduce_channels=32", "x:flag=true"]) == {
         "*": {"conv": "separable"},
@@ -108,6 +131,9 @@ def test_config_parsing():
             "vseg models: model 'icnet' does not accept these settings",
         ),
         (["models", "lstm_icnet_v2", "--config", "conv=dilated"], "LSTM-ICNet convs: standard, spatial"),
+        (["models", "icnet,backbone"], "vseg models: 'icnet,backbone': expected NAME[,KEY=VALUE...], got 'backbone'"),
+        (["bench", "icnet,icnet:backbone=lite0"], "expected NAME[,KEY=VALUE...], got 'icnet:backbone=lite0'"),
+        (["models", "icnet,backbone=lite9"], "vseg models: unknown ICNet backbone 'lite9'; backbones: "),
     ],
 )
 def test_cli_errors_are_one_line_with_status_2(args, message, capsys):
