@@ -9,6 +9,7 @@
 #   scripts/train_lite.sh clips OUT CAMVID_ROOT      # LSTM-ICNet v2 on ICNet-Lite0: 1 Hz sequences vs ego-motion clips
 #   scripts/train_lite.sh lstm OUT CAMVID_ROOT       # LSTM-ICNet v2, standard and separable cell, all at once
 #   scripts/train_lite.sh lstm-phased OUT CAMVID_ROOT  # the shipped ones: cells first on the frozen ICNet (OUT/phased/)
+#   scripts/train_lite.sh lstm-lite2 OUT CAMVID_ROOT   # the same two cells on ICNet-Lite2 (OUT/phased/)
 #   scripts/train_lite.sh deeplab OUT CAMVID_ROOT    # DeepLab-Lite0 and -Lite2 (stride 16), Accel-Lite's branches
 #   scripts/train_lite.sh accel OUT CAMVID_ROOT      # Accel-Lite0: the score fusion on those two branches
 #
@@ -18,7 +19,7 @@
 # camvid_lstm_icnet_v2_lite0_separable=camvid_lstm_icnet_v2_lite0_separable_all_frames` for the lstm-phased
 # runs that ship).
 set -euo pipefail
-stage=${1:?stage: ablation, icnet, icnet-lite2, clips, lstm, lstm-phased, deeplab or accel}
+stage=${1:?stage: ablation, icnet, icnet-lite2, clips, lstm, lstm-phased, lstm-lite2, deeplab or accel}
 out=${2:?output folder}
 camvid=${3:?CamVid root (SegNet layout)}
 python=${PYTHON:-python3}
@@ -92,6 +93,15 @@ case $stage in
         run phased/camvid_lstm_icnet_v2_lite0_separable_all_frames lstm_icnet_v2,backbone=lite0,conv=separable \
             "${phased[@]}" --loss-frames all
         ;;
+    lstm-lite2)
+        # lstm-phased's shipped recipe (loss on every frame) on the stronger base from icnet-lite2.
+        mkdir -p "$out/phased"
+        phased=(--batch-size 4 --clip-length 4 --lr 3e-4 --warmup 20 --steps 1000 --val-every 250
+            --clip-source ego-motion --phase temporal+classifier:300 --phase all:700 --loss-frames all
+            --init "base=$out/camvid_icnet_lite2/checkpoint.safetensors")
+        run phased/camvid_lstm_icnet_v2_lite2 lstm_icnet_v2,backbone=lite2 "${phased[@]}"
+        run phased/camvid_lstm_icnet_v2_lite2_separable lstm_icnet_v2,backbone=lite2,conv=separable "${phased[@]}"
+        ;;
     deeplab)
         # Median-frequency weighting from the start: the 200-step ablation's best loss (0.489 mIoU
         # against 0.418 for plain cross-entropy and 0.452 for OHEM on ICNet-Lite0).
@@ -111,7 +121,7 @@ case $stage in
             --init "update=$out/camvid_deeplab_lite0/checkpoint.safetensors"
         ;;
     *)
-        echo "unknown stage $stage (ablation, icnet, icnet-lite2, clips, lstm, lstm-phased, deeplab or accel)" >&2
+        echo "unknown stage $stage (ablation, icnet, icnet-lite2, clips, lstm, lstm-phased, lstm-lite2, deeplab or accel)" >&2
         exit 2
         ;;
 esac
