@@ -20,6 +20,7 @@ LITE = {
     "camvid_icnet_lite2": {"efficientnet_lite2"},
     "camvid_lstm_icnet_v2_lite0": {"efficientnet_lite0"},
     "camvid_lstm_icnet_v2_lite0_separable": {"efficientnet_lite0"},
+    "camvid_lstm_icnet_v2_lite2": {"efficientnet_lite2"},
     "camvid_deeplab_lite0": {"efficientnet_lite0"},
     "camvid_deeplab_lite2": {"efficientnet_lite2"},
     "camvid_accel_lite0": {"efficientnet_lite2", "efficientnet_lite0"},  # Lite2 reference, Lite0 update branch
@@ -46,8 +47,9 @@ def test_every_family_ships_for_both_datasets_within_the_size_budget():
 def test_lite_checkpoints_record_the_imagenet_weights_they_started_from(name):
     metadata = shipped_record(name).metadata
     if name.startswith("camvid_lstm_icnet"):
-        # The LSTM-ICNets started from the shipped ICNet-Lite0's run (--init base=).
-        assert metadata["train_config"]["init"] == ["base=camvid_icnet_lite0"]
+        # The LSTM-ICNets started from the shipped ICNet's run on their backbone (--init base=).
+        backbone = shipped_record(name).config["backbone"]
+        assert metadata["train_config"]["init"] == [f"base=camvid_icnet_{backbone}"]
     if name == "camvid_accel_lite0":  # its branches are the shipped DeepLab-Lite2 and -Lite0 runs
         assert metadata["train_config"]["init"] == ["reference=camvid_deeplab_lite2", "update=camvid_deeplab_lite0"]
     imagenet = _imagenet_weights(metadata)
@@ -90,20 +92,30 @@ def test_the_shipped_convlstm_beats_its_single_frame_base_on_held_out_video():
 
 
 @pytest.mark.skipif(not (CAMVID / "valannot").is_dir(), reason="no copy of CamVid at ../shared/data/camvid")
-def test_the_shipped_camvid_convlstms_flicker_less_than_their_base_and_the_standard_one_beats_it_by_a_point():
+@pytest.mark.parametrize(
+    ("base", "cells", "fip_cut"),
+    [
+        ("camvid_icnet_lite0", ("camvid_lstm_icnet_v2_lite0", "camvid_lstm_icnet_v2_lite0_separable"), 0.0),
+        ("camvid_icnet_lite2", ("camvid_lstm_icnet_v2_lite2",), 0.2),  # issue 14's 20 % less flicker
+    ],
+)
+def test_the_shipped_camvid_convlstms_flicker_less_than_their_base_and_the_standard_one_beats_it_by_a_point(
+    base, cells, fip_cut
+):
     """Pfeuffer & Dietmayer's claim on real street video, as README reports it for the shipped files;
-    the separable cell keeps the flicker part of it (its accuracy is 3 points short, README says)."""
+    on Lite0 the separable cell keeps the flicker part of it (its accuracy is 3 points short, README says)
+    and the standard one flickers 14 % less; on Lite2 40 % less."""
     sequences, palette = evaluation_sequences("camvid", root=CAMVID, split="val")
     reports = {
         name: evaluate(load_checkpoint(shipped_checkpoint(name)).eval(), sequences, palette, device="cpu")
-        for name in ("camvid_icnet_lite0", "camvid_lstm_icnet_v2_lite0", "camvid_lstm_icnet_v2_lite0_separable")
+        for name in (base, *cells)
     }
-    single, temporal = reports["camvid_icnet_lite0"], reports["camvid_lstm_icnet_v2_lite0"]
-    separable = reports["camvid_lstm_icnet_v2_lite0_separable"]
+    single, temporal = reports[base], reports[cells[0]]
     assert single["miou"] > 0.55  # ImageNet-initialised and trained: from scratch it scored 0.478
     assert temporal["miou"] >= single["miou"] + 0.01
-    for cell in (temporal, separable):
-        assert cell["fip"] < single["fip"] and cell["fp"] < single["fp"]
+    assert temporal["fip"] <= (1 - fip_cut) * single["fip"]
+    for cell in cells:
+        assert reports[cell]["fip"] < single["fip"] and reports[cell]["fp"] < single["fp"], cell
 
 
 @pytest.mark.skipif(not (CAMVID / "valannot").is_dir(), reason="no copy of CamVid at ../shared/data/camvid")
