@@ -30,6 +30,11 @@ mkdir -p "$out"
 camvid_args=(--dataset camvid --root "$camvid" --crop 320x448 --scale 0.75:1.75 --hflip --color-jitter 0.2
     --optimizer adamw --weight-decay 1e-4 --checkpoint-every 50 --workers 1 --quiet)
 
+# The ConvLSTM runs that ship (lstm-phased, lstm-lite2): 300 steps of the cells and the classifier on the
+# frozen ICNet (--init base=), then 700 of everything, on 4-frame ego-motion clips.
+phased=(--batch-size 4 --clip-length 4 --lr 3e-4 --warmup 20 --steps 1000 --val-every 250
+    --clip-source ego-motion --phase temporal+classifier:300 --phase all:700)
+
 run() {  # run NAME MODEL ARGS...: one run in the foreground (resumed if it has a train state)
     local name=$1 model=$2
     shift 2
@@ -82,9 +87,7 @@ case $stage in
         # 0.467 against 0.568): here the cells and the classifier learn on the frozen ICNet-Lite0 first
         # (its batch-norm statistics kept), then everything is fine-tuned, for 1000 steps in all.
         mkdir -p "$out/phased"
-        phased=(--batch-size 4 --clip-length 4 --lr 3e-4 --warmup 20 --steps 1000 --val-every 250
-            --clip-source ego-motion --phase temporal+classifier:300 --phase all:700
-            --init "base=$out/camvid_icnet_lite0/checkpoint.safetensors")
+        phased+=(--init "base=$out/camvid_icnet_lite0/checkpoint.safetensors")
         run phased/camvid_lstm_icnet_v2_lite0 lstm_icnet_v2,backbone=lite0 "${phased[@]}"
         run phased/camvid_lstm_icnet_v2_lite0_separable lstm_icnet_v2,backbone=lite0,conv=separable "${phased[@]}"
         # The loss on every frame of the clip rather than the last (the papers'): in the runs' own validation
@@ -96,9 +99,7 @@ case $stage in
     lstm-lite2)
         # lstm-phased's shipped recipe (loss on every frame) on the stronger base from icnet-lite2.
         mkdir -p "$out/phased"
-        phased=(--batch-size 4 --clip-length 4 --lr 3e-4 --warmup 20 --steps 1000 --val-every 250
-            --clip-source ego-motion --phase temporal+classifier:300 --phase all:700 --loss-frames all
-            --init "base=$out/camvid_icnet_lite2/checkpoint.safetensors")
+        phased+=(--loss-frames all --init "base=$out/camvid_icnet_lite2/checkpoint.safetensors")
         run phased/camvid_lstm_icnet_v2_lite2 lstm_icnet_v2,backbone=lite2 "${phased[@]}"
         run phased/camvid_lstm_icnet_v2_lite2_separable lstm_icnet_v2,backbone=lite2,conv=separable "${phased[@]}"
         ;;
