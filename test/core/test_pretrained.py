@@ -28,6 +28,23 @@ LITE = {
 NAMES = [f"synthetic_{f}" for f in FAMILIES] + list(LITE)  # on CamVid the ImageNet-initialised ones only
 
 
+@pytest.fixture(scope="module")
+def camvid_val():
+    """name -> the shipped checkpoint's report on CamVid val, each model evaluated once for the module."""
+    if not (CAMVID / "valannot").is_dir():
+        pytest.skip("no copy of CamVid at ../shared/data/camvid")
+    sequences, palette = evaluation_sequences("camvid", root=CAMVID, split="val")
+    reports: dict[str, dict] = {}
+
+    def report(name: str) -> dict:
+        if name not in reports:
+            model = load_checkpoint(shipped_checkpoint(name)).eval()
+            reports[name] = evaluate(model, sequences, palette, device="cpu")
+        return reports[name]
+
+    return report
+
+
 def _imagenet_weights(metadata: dict) -> list[dict]:
     """The ImageNet weights recorded by a run and by the runs it was initialised from."""
     found = list(metadata.get("imagenet_weights", []))
@@ -45,11 +62,11 @@ def test_every_family_ships_for_both_datasets_within_the_size_budget():
 
 @pytest.mark.parametrize("name", LITE)
 def test_lite_checkpoints_record_the_imagenet_weights_they_started_from(name):
-    metadata = shipped_record(name).metadata
+    record = shipped_record(name)
+    metadata = record.metadata
     if name.startswith("camvid_lstm_icnet"):
         # The LSTM-ICNets started from the shipped ICNet's run on their backbone (--init base=).
-        backbone = shipped_record(name).config["backbone"]
-        assert metadata["train_config"]["init"] == [f"base=camvid_icnet_{backbone}"]
+        assert metadata["train_config"]["init"] == [f"base=camvid_icnet_{record.config['backbone']}"]
     if name == "camvid_accel_lite0":  # its branches are the shipped DeepLab-Lite2 and -Lite0 runs
         assert metadata["train_config"]["init"] == ["reference=camvid_deeplab_lite2", "update=camvid_deeplab_lite0"]
     imagenet = _imagenet_weights(metadata)
@@ -91,7 +108,6 @@ def test_the_shipped_convlstm_beats_its_single_frame_base_on_held_out_video():
     assert temporal["fip"] < single["fip"] and temporal["fp"] < single["fp"]
 
 
-@pytest.mark.skipif(not (CAMVID / "valannot").is_dir(), reason="no copy of CamVid at ../shared/data/camvid")
 @pytest.mark.parametrize(
     ("base", "cells", "fip_cut"),
     [
@@ -100,16 +116,12 @@ def test_the_shipped_convlstm_beats_its_single_frame_base_on_held_out_video():
     ],
 )
 def test_the_shipped_camvid_convlstms_flicker_less_than_their_base_and_the_standard_one_beats_it_by_a_point(
-    base, cells, fip_cut
+    base, cells, fip_cut, camvid_val
 ):
     """Pfeuffer & Dietmayer's claim on real street video, as README reports it for the shipped files;
     on Lite0 the separable cell keeps the flicker part of it (its accuracy is 3 points short, README says)
     and the standard one flickers 14 % less; on Lite2 40 % less."""
-    sequences, palette = evaluation_sequences("camvid", root=CAMVID, split="val")
-    reports = {
-        name: evaluate(load_checkpoint(shipped_checkpoint(name)).eval(), sequences, palette, device="cpu")
-        for name in (base, *cells)
-    }
+    reports = {name: camvid_val(name) for name in (base, *cells)}
     single, temporal = reports[base], reports[cells[0]]
     assert single["miou"] > 0.55  # ImageNet-initialised and trained: from scratch it scored 0.478
     assert temporal["miou"] >= single["miou"] + 0.01
@@ -118,14 +130,9 @@ def test_the_shipped_camvid_convlstms_flicker_less_than_their_base_and_the_stand
         assert reports[cell]["fip"] < single["fip"] and reports[cell]["fp"] < single["fp"], cell
 
 
-@pytest.mark.skipif(not (CAMVID / "valannot").is_dir(), reason="no copy of CamVid at ../shared/data/camvid")
-def test_the_shipped_icnet_lite2_passes_issue_14s_line_and_its_lite0_base():
+def test_the_shipped_icnet_lite2_passes_issue_14s_line_and_its_lite0_base(camvid_val):
     """ICNet-Lite2 is the shipped ICNet at or above 0.60 on CamVid val, as README reports (0.608)."""
-    sequences, palette = evaluation_sequences("camvid", root=CAMVID, split="val")
-    miou = {
-        name: evaluate(load_checkpoint(shipped_checkpoint(name)).eval(), sequences, palette, device="cpu")["miou"]
-        for name in ("camvid_icnet_lite0", "camvid_icnet_lite2")
-    }
+    miou = {name: camvid_val(name)["miou"] for name in ("camvid_icnet_lite0", "camvid_icnet_lite2")}
     assert miou["camvid_icnet_lite2"] >= 0.60 and miou["camvid_icnet_lite2"] >= miou["camvid_icnet_lite0"] + 0.03
 
 
