@@ -660,6 +660,9 @@ def train(config: TrainConfig) -> TrainResult:
     for phase in config.schedule:  # a bad phase fails now, not after the phases before it trained
         _train_parts(model, phase, config)
     optimizer = _make_optimizer(model, config)
+    # The schedule scales the configured rates; read them before a resume restores the saved groups,
+    # whose rates are already scaled for the step they were saved at.
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     step, losses, best = 0, [], -1.0
     if config.resume and not state_path.with_suffix(".json").is_file():
@@ -704,7 +707,6 @@ def train(config: TrainConfig) -> TrainResult:
     amp_dtype = autocast_dtype(device) if config.amp else None
     use_amp = amp_dtype is not None
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
     bar = tqdm(
         total=config.steps, initial=step, unit="step", desc=config.model, disable=not (config.progress and main_process)
     )

@@ -276,9 +276,10 @@ def test_same_seed_gives_identical_weights_with_any_workers_another_seed_does_no
 
 
 def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, monkeypatch):
-    # Three clips drawn two per step: the resumed steps cross an epoch boundary mid-batch.
+    # Three clips drawn two per step: the resumed steps cross an epoch boundary mid-batch. One warm-up
+    # step, so the learning rate saved at step 2 is already decayed (a resume must not decay it twice).
     settings = {
-        "model": "lstm_icnet_v2", "num_clips": 3, "steps": 4, "checkpoint_every": 2, "warmup_steps": 2,
+        "model": "lstm_icnet_v2", "num_clips": 3, "steps": 4, "checkpoint_every": 2, "warmup_steps": 1,
         "clip_length": 3, "hflip": True, "color_jitter": 0.2, "scale_range": (0.8, 1.25),
     }  # fmt: skip
     whole = train(tiny(tmp_path / "whole", **settings))
@@ -295,6 +296,8 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_pa
     for name in ("checkpoint.safetensors", "train_state.safetensors"):
         assert _all_equal(_tensors(tmp_path / "killed" / name), _tensors(tmp_path / "whole" / name)), name
     assert [r["step"] for r in _log(tmp_path / "killed")] == [1, 2, 4]  # log_every=2 after the resume
+    whole_lr = {r["step"]: r["lr"] for r in _log(tmp_path / "whole")}
+    assert [r["lr"] for r in _log(tmp_path / "killed")] == [whole_lr[1], whole_lr[2], whole_lr[4]]
     assert _state(tmp_path / "killed")["losses"] == whole.losses
 
 
