@@ -404,7 +404,7 @@ def _node_soak(args: argparse.Namespace) -> int:
     try:
         config = SoakConfig(
             seconds=args.soak, rate_hz=args.rate, height=args.height, width=args.width, model=args.model,
-            weights=args.weights, device=args.device,
+            weights=args.weights, device=args.device, backend=args.backend,
         )  # fmt: skip
         report = run_soak(config)
     except (ValueError, RuntimeError) as exc:
@@ -414,11 +414,12 @@ def _node_soak(args: argparse.Namespace) -> int:
         return 0
     r = report
     print(
-        f"{args.model} at {args.width}x{args.height}, {r.rate_hz:g} Hz for {r.seconds:g} s: sent {r.frames_sent}, "
-        f"received {r.frames_received}, processed {r.frames_processed}, dropped {r.frames_dropped}, rejected "
-        f"{r.frames_rejected}; latency p50 {r.latency_p50_ms:.1f} ms, p95 {r.latency_p95_ms:.1f} ms; RSS "
-        f"{r.rss_first_mb:.0f} MB at {r.rss_first_at_s:g} s, {r.rss_end_mb:.0f} MB at the end; exit status "
-        f"{r.exit_status}"
+        f"{args.model} {r.runs} at {args.width}x{args.height}, {r.rate_hz:g} Hz for {r.seconds:g} s: "
+        f"sent {r.frames_sent}, received {r.frames_received}, processed {r.frames_processed}, "
+        f"dropped {r.frames_dropped}, rejected {r.frames_rejected}; "
+        f"latency p50 {r.latency_p50_ms:.1f} ms, p95 {r.latency_p95_ms:.1f} ms; "
+        f"RSS {r.rss_first_mb:.0f} MB at {r.rss_first_at_s:g} s, {r.rss_end_mb:.0f} MB at the end; "
+        f"exit status {r.exit_status}"
     )
     return 0
 

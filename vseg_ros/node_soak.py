@@ -5,11 +5,14 @@ frames at a fixed rate (best effort, as camera drivers do) for the whole run, ea
 wall clock when it goes out. Reported: what was sent, received, processed and dropped (the node's
 own counters), stamp-to-info latency percentiles on the node's clock, and the node's resident
 memory after the first minute (or half the run, if shorter) and at the end: a leak shows as growth.
+The report quotes how the node said it runs the model (device and precision, or ONNX Runtime and its
+providers), so a number is never credited to a backend that did not run.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +43,7 @@ class SoakConfig:
     model: str = ""
     weights: str = ""  # "" and no model: the node's default weights
     device: str = "cpu"
+    backend: str = "torch"  # or "onnxruntime": the node exports the model at start-up
 
     def __post_init__(self) -> None:
         if not (self.seconds > 0 and 0 < self.rate_hz <= 1000 and min(self.height, self.width) >= 32):
@@ -64,6 +68,7 @@ class SoakReport:
     rss_first_at_s: float
     rss_end_mb: float
     exit_status: int
+    runs: str  # the node's own words, e.g. "on cpu (fp32)" or "in onnxruntime (cpu)"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,8 +77,16 @@ class SoakReport:
 def run_soak(config: SoakConfig) -> SoakReport:
     """Run the node for ``config.seconds`` under a camera at ``config.rate_hz``; see the module."""
     ns = f"/soak{os.getpid()}"
-    params = {"device": config.device, "publish_color": False, "publish_overlay": False, "publish_confidence": False}
+    params = {
+        "device": config.device,
+        "backend": config.backend,
+        "publish_color": False,
+        "publish_overlay": False,
+        "publish_confidence": False,
+    }
     params.update({k: v for k, v in (("model", config.model), ("weights", config.weights)) if v})
+    if config.backend == "onnxruntime":  # exported at start-up at the camera's size
+        params.update(input_height=config.height, input_width=config.width)
     ctx = Context()
     rclpy.init(context=ctx)
     with tempfile.TemporaryDirectory(prefix="vseg-soak-") as workdir:
@@ -127,11 +140,14 @@ def run_soak(config: SoakConfig) -> SoakReport:
         finally:
             if soak is not None:  # else start_matched_node stopped it and the error is on its way
                 status = soak.stop()
+                # Read once the node has exited: its start-up line may still sit in a buffer before.
+                node_log = soak.log.read_text(errors="replace")
             executor.shutdown()
             node.destroy_node()
             ctx.try_shutdown()
     if not infos:
         raise RuntimeError("the node answered no frame")
+    runs = _how_it_runs(node_log)
     last = max(infos, key=lambda m: m.frames_received)
     latencies = np.array([m.latency_ms for m in infos])
     return SoakReport(
@@ -139,5 +155,14 @@ def run_soak(config: SoakConfig) -> SoakReport:
         frames_received=last.frames_received, frames_processed=last.frames_processed,
         frames_dropped=last.frames_dropped, frames_rejected=last.frames_rejected,
         latency_p50_ms=float(np.percentile(latencies, 50)), latency_p95_ms=float(np.percentile(latencies, 95)),
-        rss_first_mb=rss_first, rss_first_at_s=rss_first_at, rss_end_mb=rss_end, exit_status=status,
+        rss_first_mb=rss_first, rss_first_at_s=rss_first_at, rss_end_mb=rss_end, exit_status=status, runs=runs,
     )  # fmt: skip
+
+
+def _how_it_runs(log: str) -> str:
+    """The end of the node's start-up line "segmenting TOPIC with MODEL on DEVICE (PRECISION)" or
+    "... in onnxruntime (PROVIDERS)"; start_matched_node returns once the node has logged it."""
+    found = re.search(r"segmenting .* with \S+ ((?:on|in) .*)$", log, re.M)
+    if found is None:
+        raise RuntimeError(f"the node did not say how it runs the model: {log[-2000:]}")
+    return found.group(1).strip()
