@@ -1,6 +1,6 @@
 """The other CPU routes for a shipped model's network, against eager, in one run (a benchmark).
 
-    python scripts/bench_cpu_routes.py camvid_icnet_lite0 camvid_deeplab_lite0 --height 360 --width 480
+    python scripts/bench_cpu_routes.py camvid_icnet_lite2 camvid_deeplab_lite0 --height 360 --width 480
 
 Times the network's forward on one (1, 3, H, W) frame, median of --frames after --warmup, the
 routes taking turns frame by frame, for:

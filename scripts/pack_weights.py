@@ -33,7 +33,7 @@ FP16_MAX = 65504.0
 
 def init_name(path: str) -> str:
     """What an --init checkpoint is called when shipped: its run folder's name, or the shipped name of a
-    checkpoint that was itself shipped (``vseg_core/weights/camvid_icnet_lite0.safetensors``)."""
+    checkpoint that was itself shipped (``vseg_core/weights/camvid_icnet_lite2.safetensors``)."""
     checkpoint = Path(path)
     return checkpoint.stem if checkpoint.resolve().parent == WEIGHTS_DIR.resolve() else checkpoint.parent.name
 
@@ -47,7 +47,7 @@ def scrub_metadata(metadata: dict, name: str) -> dict:
     if train.get("root"):
         train["root"] = f"{train['dataset']} root"
     # "--init reference=/x/camvid_deeplab101/checkpoint.safetensors" -> "reference=camvid_deeplab101"
-    # and "--init base=.../vseg_core/weights/camvid_icnet_lite0.safetensors" -> "base=camvid_icnet_lite0"
+    # and "--init base=.../vseg_core/weights/camvid_icnet_lite2.safetensors" -> "base=camvid_icnet_lite2"
     inits, earlier = [], dict(metadata.get("initialised_from", {}))
     for spec in train.get("init", []):
         part, _, path = spec.rpartition("=")

@@ -399,7 +399,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         "models",
         nargs="+",
         metavar="MODEL",
-        help="checkpoint (.safetensors), a shipped checkpoint's name (e.g. camvid_icnet_lite0), "
+        help="checkpoint (.safetensors), a shipped checkpoint's name (e.g. camvid_icnet_lite2), "
         "NAME[,KEY=VALUE...] with random weights, or an export folder (--backend onnxruntime)",
     )
     p.add_argument("--dataset", default="synthetic", choices=("synthetic", "camvid", "cityscapes", "images", "video"))

@@ -96,7 +96,7 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
     "weights": (
         DEFAULT_WEIGHTS,
         _descriptor(
-            "checkpoint (.safetensors with .json) or a shipped name (camvid_icnet_lite0); "
+            "checkpoint (.safetensors with .json) or a shipped name (camvid_icnet_lite2); "
             "empty: random weights of `model`",
             _STR,
         ),

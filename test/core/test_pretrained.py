@@ -16,11 +16,9 @@ FAMILIES = ("icnet", "lstm_icnet_v2", "lstm_icnet_v2_separable", "deeplab18", "d
 #: On ImageNet-initialised EfficientNet-Lite backbones (issue 14): the ImageNet backbones each one's
 #: training started from, its own run's and those of the runs it was initialised from (--init).
 LITE = {
-    "camvid_icnet_lite0": {"efficientnet_lite0"},
     "camvid_icnet_lite2": {"efficientnet_lite2"},
-    "camvid_lstm_icnet_v2_lite0": {"efficientnet_lite0"},
-    "camvid_lstm_icnet_v2_lite0_separable": {"efficientnet_lite0"},
     "camvid_lstm_icnet_v2_lite2": {"efficientnet_lite2"},
+    "camvid_lstm_icnet_v2_lite2_separable": {"efficientnet_lite2"},
     "camvid_deeplab_lite0": {"efficientnet_lite0"},
     "camvid_deeplab_lite2": {"efficientnet_lite2"},
     "camvid_accel_lite0": {"efficientnet_lite2", "efficientnet_lite0"},  # Lite2 reference, Lite0 update branch
@@ -108,40 +106,33 @@ def test_the_shipped_convlstm_beats_its_single_frame_base_on_held_out_video():
     assert temporal["fip"] < single["fip"] and temporal["fp"] < single["fp"]
 
 
-@pytest.mark.parametrize(
-    ("base", "cells", "fip_cut"),
-    [
-        ("camvid_icnet_lite0", ("camvid_lstm_icnet_v2_lite0", "camvid_lstm_icnet_v2_lite0_separable"), 0.0),
-        ("camvid_icnet_lite2", ("camvid_lstm_icnet_v2_lite2",), 0.2),  # issue 14's 20 % less flicker
-    ],
-)
-def test_the_shipped_camvid_convlstms_flicker_less_than_their_base_and_the_standard_one_beats_it_by_a_point(
-    base, cells, fip_cut, camvid_val
-):
-    """Pfeuffer & Dietmayer's claim on real street video, as README reports it for the shipped files;
-    on Lite0 the separable cell keeps the flicker part of it (its accuracy is 3 points short, README says)
-    and the standard one flickers 14 % less; on Lite2 40 % less."""
-    reports = {name: camvid_val(name) for name in (base, *cells)}
-    single, temporal = reports[base], reports[cells[0]]
-    assert single["miou"] > 0.55  # ImageNet-initialised and trained: from scratch it scored 0.478
-    assert temporal["miou"] >= single["miou"] + 0.01
-    assert temporal["fip"] <= (1 - fip_cut) * single["fip"]
-    for cell in cells:
-        assert reports[cell]["fip"] < single["fip"] and reports[cell]["fp"] < single["fp"], cell
+def test_every_shipped_camvid_model_scores_0_60_on_camvid_val(camvid_val):
+    """Issue 14's line for every shipped real-data model (README: 0.608 to 0.666 at the camera's size;
+    Accel with its default keyframe every 5th frame)."""
+    scores = {name: camvid_val(name)["miou"] for name in LITE}
+    assert min(scores.values()) >= 0.60, scores
 
 
-def test_the_shipped_icnet_lite2_passes_issue_14s_line_and_its_lite0_base(camvid_val):
-    """ICNet-Lite2 is the shipped ICNet at or above 0.60 on CamVid val, as README reports (0.608)."""
-    miou = {name: camvid_val(name)["miou"] for name in ("camvid_icnet_lite0", "camvid_icnet_lite2")}
-    assert miou["camvid_icnet_lite2"] >= 0.60 and miou["camvid_icnet_lite2"] >= miou["camvid_icnet_lite0"] + 0.03
+def test_the_shipped_camvid_convlstms_flicker_a_fifth_less_than_their_base_and_the_standard_one_beats_it(camvid_val):
+    """Pfeuffer & Dietmayer's claims on real street video, as README reports them for the shipped files:
+    on ICNet-Lite2 both cells flicker at least 20 % less than their base (README: 40 % and 43 %), the
+    standard cell beats it by at least a point (3.0) and the separable one beats it too (by 0.8, short of
+    the point and 2.2 below the standard cell, README says)."""
+    single = camvid_val("camvid_icnet_lite2")
+    assert single["miou"] > 0.55  # ImageNet-initialised and trained: ICNet from scratch scored 0.478
+    standard, separable = camvid_val("camvid_lstm_icnet_v2_lite2"), camvid_val("camvid_lstm_icnet_v2_lite2_separable")
+    assert standard["miou"] >= single["miou"] + 0.01
+    assert single["miou"] < separable["miou"] < standard["miou"]
+    for temporal in (standard, separable):
+        assert temporal["fip"] <= 0.8 * single["fip"] and temporal["fp"] < single["fp"]
 
 
 def test_checkpoint_path_takes_shipped_names_and_paths_and_names_the_shipped_ones_otherwise(tmp_path):
     from vseg_core.pretrained import checkpoint_path
 
-    assert checkpoint_path("camvid_icnet_lite0") == WEIGHTS_DIR / "camvid_icnet_lite0.safetensors"
+    assert checkpoint_path("camvid_icnet_lite2") == WEIGHTS_DIR / "camvid_icnet_lite2.safetensors"
     assert checkpoint_path(tmp_path / "mine.json") == tmp_path / "mine.safetensors"
     assert checkpoint_path("runs/x/checkpoint.safetensors").as_posix() == "runs/x/checkpoint.safetensors"
-    shipped = r"shipped: camvid_accel_lite0, camvid_deeplab_lite0, camvid_deeplab_lite2, camvid_icnet_lite0, "
+    shipped = r"shipped: camvid_accel_lite0, camvid_deeplab_lite0, camvid_deeplab_lite2, camvid_icnet_lite2, "
     with pytest.raises(ValueError, match=r"'camvid_icnett' is neither .* " + shipped):
         checkpoint_path("camvid_icnett")

@@ -222,7 +222,7 @@ def two_stream_run(tmp_path_factory):
     """A shipped CamVid and a shipped synthetic checkpoint, named in that order: each runs on its stream."""
     out = tmp_path_factory.mktemp("demo_two_streams") / "demo_output"
     result = subprocess.run(
-        [sys.executable, "-m", "vseg_ros.cli", "demo", "--models", "camvid_icnet_lite0", "synthetic_icnet",
+        [sys.executable, "-m", "vseg_ros.cli", "demo", "--models", "camvid_icnet_lite2", "synthetic_icnet",
          "--frames", str(CAMVID_FRAMES), "--height", str(H), "--width", str(W), "--out", str(out),
          "--device", "cpu", "--timeout", "120"],
         capture_output=True, text=True, timeout=400, check=False,
@@ -237,19 +237,19 @@ def test_a_camvid_checkpoint_runs_on_the_shipped_camvid_clip_and_scores_against_
     report = json.loads((out / "results.json").read_text())
     assert [(s["name"], s["frames"], s["height"], s["width"], s["models"]) for s in report["streams"]] == [
         ("synthetic", CAMVID_FRAMES, H, W, ["synthetic_icnet"]),
-        ("camvid", CAMVID_FRAMES, 360, 480, ["camvid_icnet_lite0"]),
+        ("camvid", CAMVID_FRAMES, 360, 480, ["camvid_icnet_lite2"]),
     ]
     assert report["streams"][1]["fps"] == 15.0
     camvid_files = {"video_camvid": "overlay_camvid.mp4", "contact_sheet_camvid": "contact_sheet_camvid.png"}
     assert report["streams"][1]["files"] == camvid_files | {"labels_camvid": "labels_camvid.npz"}
     synthetic, row = report["models"]
     assert (synthetic["name"], synthetic["stream"]) == ("synthetic_icnet", "synthetic")
-    assert (row["name"], row["stream"], row["trained_on"]) == ("camvid_icnet_lite0", "camvid", "camvid")
+    assert (row["name"], row["stream"], row["trained_on"]) == ("camvid_icnet_lite2", "camvid", "camvid")
     assert row["frames_sent"] == row["frames_processed"] == CAMVID_FRAMES and row["frames_without_result"] == 0
 
     labels = np.load(out / "labels_camvid.npz")
-    got = labels["camvid_icnet_lite0"]
-    assert got.shape == (CAMVID_FRAMES, 360, 480) and labels["camvid_icnet_lite0.valid"].all()
+    got = labels["camvid_icnet_lite2"]
+    assert got.shape == (CAMVID_FRAMES, 360, 480) and labels["camvid_icnet_lite2.valid"].all()
     # The mIoU from the node's labels and the clip's label PNGs, with numpy alone (void = 11 is ignored).
     truth = np.stack(
         [cv2.imread(str(CAMVID_DEMO_CLIP / "valannot" / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in CLIP_NAMES]
@@ -264,13 +264,13 @@ def test_a_camvid_checkpoint_runs_on_the_shipped_camvid_clip_and_scores_against_
     frames = [
         cv2.cvtColor(cv2.imread(str(CAMVID_DEMO_CLIP / "val" / f"{n}.jpg")), cv2.COLOR_BGR2RGB) for n in CLIP_NAMES
     ]
-    for i, expected in enumerate(_core_labels(str(shipped_checkpoint("camvid_icnet_lite0")), frames)):
+    for i, expected in enumerate(_core_labels(str(shipped_checkpoint("camvid_icnet_lite2")), frames)):
         np.testing.assert_array_equal(got[i], expected, err_msg=f"frame {i}")
 
     # One table for both streams, then each stream's files, the synthetic one's untagged.
     lines = result.stdout.splitlines()
-    assert next(li for li in lines if li.startswith("camvid_icnet_lite0 ")).split()[:3] == [
-        "camvid_icnet_lite0",
+    assert next(li for li in lines if li.startswith("camvid_icnet_lite2 ")).split()[:3] == [
+        "camvid_icnet_lite2",
         "camvid",
         f"{row['miou']:.3f}",
     ]

@@ -315,16 +315,16 @@ def test_weights_by_shipped_name_load_that_checkpoint(tmp_path):
     try:
         params = [Parameter("model", value="icnet"), Parameter("device", value="cpu")]
         node = SegmentationNode(
-            context=ctx, parameter_overrides=[*params, Parameter("weights", value="camvid_icnet_lite0")]
+            context=ctx, parameter_overrides=[*params, Parameter("weights", value="camvid_icnet_lite2")]
         )
         try:
             frame = _frame(4)
             got = node._cameras[""].segmenter.step(frame).labels
-            expected = VideoSegmenter(load_checkpoint(shipped_checkpoint("camvid_icnet_lite0")), device="cpu").step(
+            expected = VideoSegmenter(load_checkpoint(shipped_checkpoint("camvid_icnet_lite2")), device="cpu").step(
                 frame
             )
             np.testing.assert_array_equal(got, expected.labels)
-            assert node.classes == shipped_record("camvid_icnet_lite0").palette == CAMVID
+            assert node.classes == shipped_record("camvid_icnet_lite2").palette == CAMVID
         finally:
             node.destroy_node()
         failure = None
