@@ -9,7 +9,7 @@ import cv2
 import pytest
 import torch
 
-from vseg_core import create_model
+from vseg_core import create_model, load_checkpoint, save_checkpoint
 from vseg_core.imagenet import (
     IMAGENET_PACKAGES,
     ImageNetWeightsError,
@@ -73,6 +73,29 @@ def test_dilated_encoder_keeps_the_weights_of_the_strided_one(lite0):
     for stride in (8, 16, 32):
         encoder = LiteEncoder("lite0", output_stride=stride)
         assert set(encoder.state_dict()) == names
+
+
+def test_deeplab_lite_at_output_stride_8_takes_stride_16_weights_and_keeps_its_stride_in_checkpoints(tmp_path):
+    """output_stride=8 holds the stride-16 model's tensors (a stride-16 checkpoint initialises it: the
+    fine-tuning path), scores at stride 8, and its checkpoint rebuilds it at stride 8."""
+    torch.manual_seed(0)
+    os16 = create_model("deeplab_lite2", num_classes=5).eval()
+    os8 = create_model("deeplab_lite2", num_classes=5, output_stride=8).eval()
+    os8.load_state_dict(os16.state_dict(), strict=True)
+    assert [stage[-1].depthwise[0].dilation[0] for stage in os8.features.stages][-3:] == [2, 4, 4]
+    frame = torch.rand(1, 3, 67, 101)
+    with torch.no_grad():
+        fine = os8.head(os8.features(os8.normalize(frame)), None)
+        coarse = os16.head(os16.features(os16.normalize(frame)), None)
+        logits = os8(frame)
+    assert fine.shape[-2:] == (9, 13) and coarse.shape[-2:] == (5, 7) and logits.shape[-2:] == (67, 101)
+    path = save_checkpoint(os8, tmp_path / "os8", palette=None)
+    loaded = load_checkpoint(path).eval()
+    assert loaded.features.stride == loaded.head.stride == 8
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(frame), logits, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="a DeepLab-Lite runs at output_stride 8 or 16, got 32"):
+        create_model("deeplab_lite0", num_classes=5, output_stride=32)
 
 
 # ------------------------------------------------------------------------------------ ImageNet weights

@@ -3,7 +3,8 @@
 DeepLab-101 (deformable conv5) is DFF/Accel's reference network; DeepLab-18/34/50 are their update
 networks trained alone (paper Table 1: DL-18 57.7 mIoU, DL-101 75.2 on Cityscapes).
 DeepLab-Lite0/Lite2 put the same head on an EfficientNet-Lite encoder at output stride 16 (its last
-strided stage dilated instead), the backbones that start from ImageNet weights here.
+strided stage dilated instead), the backbones that start from ImageNet weights here; ``output_stride=8``
+dilates the stage before it too (the same tensors, four times the late stages' work), for thin objects.
 """
 
 from __future__ import annotations
@@ -81,18 +82,21 @@ def deeplab101(*, num_classes: int = 19, deformable: bool = True, width: float =
     return build_deeplab(101, num_classes=num_classes, deformable=deformable, width=width)
 
 
-def build_deeplab_lite(variant: str, *, num_classes: int = 19) -> DeepLab:
-    """DeepLab on EfficientNet-Lite ``variant`` at output stride 16, Lite's input normalisation."""
-    features = LiteEncoder(variant, output_stride=16)
-    head = DeepLabHead(features.out_channels, num_classes, hidden_channels=LITE_HEAD_CHANNELS)
+def build_deeplab_lite(variant: str, *, num_classes: int = 19, output_stride: int = 16) -> DeepLab:
+    """DeepLab on EfficientNet-Lite ``variant`` at ``output_stride`` 8 or 16, Lite's input normalisation.
+    Both strides hold the same tensors, so a checkpoint of one initialises the other (``--init``)."""
+    if output_stride not in (8, 16):
+        raise ValueError(f"a DeepLab-Lite runs at output_stride 8 or 16, got {output_stride!r}")
+    features = LiteEncoder(variant, output_stride=output_stride)
+    head = DeepLabHead(features.out_channels, num_classes, hidden_channels=LITE_HEAD_CHANNELS, stride=output_stride)
     return DeepLab(features=features, head=head, num_classes=num_classes, normalize=backbone_normalize(variant))
 
 
 @register_model("deeplab_lite0", family="accel", description="DeepLab on EfficientNet-Lite0 (stride 16), single frame")
-def deeplab_lite0(*, num_classes: int = 19) -> DeepLab:
-    return build_deeplab_lite("lite0", num_classes=num_classes)
+def deeplab_lite0(*, num_classes: int = 19, output_stride: int = 16) -> DeepLab:
+    return build_deeplab_lite("lite0", num_classes=num_classes, output_stride=output_stride)
 
 
 @register_model("deeplab_lite2", family="accel", description="DeepLab on EfficientNet-Lite2 (stride 16), single frame")
-def deeplab_lite2(*, num_classes: int = 19) -> DeepLab:
-    return build_deeplab_lite("lite2", num_classes=num_classes)
+def deeplab_lite2(*, num_classes: int = 19, output_stride: int = 16) -> DeepLab:
+    return build_deeplab_lite("lite2", num_classes=num_classes, output_stride=output_stride)
