@@ -3,6 +3,7 @@ namespace), for the tools that drive and measure it from outside: demo, node-fuz
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -87,6 +88,17 @@ class NodeProcess:
                 self.announced_at = time.monotonic()
             self._unsearched = start + len(new)
         return self.announced_at is not None
+
+    def how_it_runs(self) -> str:
+        """How the announcement says the model runs: "on DEVICE (PRECISION)" or "in onnxruntime
+        (PROVIDERS)". Read it once the node has exited: a line may be only half written before."""
+        text = self.log.read_text(errors="replace")
+        marker = self._ANNOUNCEMENT.decode()
+        line = next((line for line in text.splitlines() if marker in line), "")
+        found = re.search(r" with \S+ ((?:on|in) .*)$", line.partition(marker)[2])
+        if found is None:
+            raise RuntimeError(f"the node did not say how it runs the model: {text[-2000:]}")
+        return found.group(1).strip()
 
     def last_words(self) -> str:
         """The log line that says most: the first fatal one, else the last error, else the last line."""

@@ -12,7 +12,6 @@ providers), so a number is never credited to a backend that did not run.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -140,14 +139,12 @@ def run_soak(config: SoakConfig) -> SoakReport:
         finally:
             if soak is not None:  # else start_matched_node stopped it and the error is on its way
                 status = soak.stop()
-                # Read once the node has exited: its start-up line may still sit in a buffer before.
-                node_log = soak.log.read_text(errors="replace")
             executor.shutdown()
             node.destroy_node()
             ctx.try_shutdown()
+        runs = soak.how_it_runs()  # once it has exited: the start-up line may sit in a buffer before
     if not infos:
         raise RuntimeError("the node answered no frame")
-    runs = _how_it_runs(node_log)
     last = max(infos, key=lambda m: m.frames_received)
     latencies = np.array([m.latency_ms for m in infos])
     return SoakReport(
@@ -157,12 +154,3 @@ def run_soak(config: SoakConfig) -> SoakReport:
         latency_p50_ms=float(np.percentile(latencies, 50)), latency_p95_ms=float(np.percentile(latencies, 95)),
         rss_first_mb=rss_first, rss_first_at_s=rss_first_at, rss_end_mb=rss_end, exit_status=status, runs=runs,
     )  # fmt: skip
-
-
-def _how_it_runs(log: str) -> str:
-    """The end of the node's start-up line "segmenting TOPIC with MODEL on DEVICE (PRECISION)" or
-    "... in onnxruntime (PROVIDERS)"; start_matched_node returns once the node has logged it."""
-    found = re.search(r"segmenting .* with \S+ ((?:on|in) .*)$", log, re.M)
-    if found is None:
-        raise RuntimeError(f"the node did not say how it runs the model: {log[-2000:]}")
-    return found.group(1).strip()
