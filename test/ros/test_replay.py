@@ -51,8 +51,24 @@ def _bag(path: Path) -> Path:
 
 
 def _start(log: Path, *argv: str) -> subprocess.Popen:
+    # faulthandler: a process that hangs can be made to write every thread's Python stack to its log
+    # (SIGABRT, see _wait_or_dump); unbuffered, so what it printed before is in the log too.
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+
+
+def _wait_or_dump(process: subprocess.Popen, timeout: float, what: str, logs) -> int:
+    """process's exit status; if it is still running after ``timeout`` s, fail with the stacks of its
+    threads at that moment (a hang seen once in CI left nothing in the log to say where it waited)."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGABRT)
+        process.wait(timeout=30)
+        pytest.fail(f"{what} did not exit within {timeout} s; its threads then:\n{logs()}")
 
 
 @pytest.mark.slow
@@ -91,7 +107,7 @@ def test_replay_labels_every_frame_with_latency_on_bag_time(ros_context, spin_un
     try:
         # The newest frame is always segmented in the end, whatever the node had to drop before it.
         assert spin_until(tester, lambda: last() and len(labels) >= len(infos), timeout=300), logs()
-        assert player.wait(timeout=60) == 0, logs()
+        assert _wait_or_dump(player, 60, "bag_play after the last frame", logs) == 0, logs()
     finally:
         for process in (node, player):
             if process.poll() is None:
