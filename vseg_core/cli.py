@@ -472,7 +472,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument(
         "--init", action="append", default=[], metavar="[BRANCH=]CHECKPOINT",
         help="start from a checkpoint of the same model, reference=/update= a DeepLab for Accel/DFF branches, "
-        "or base= the icnet an lstm_icnet_* extends",
+        "or base= the model this one extends (the icnet of an lstm_icnet_*, the deeplab under decoder=true)",
     )  # fmt: skip
     p.add_argument(
         "--pretrained", choices=("imagenet",),

@@ -485,13 +485,29 @@ def _check_resumable(stored: dict[str, Any], config: TrainConfig) -> None:
         raise ValueError(f"cannot resume: the run in {config.out_dir} was started with other settings ({changes})")
 
 
+def _added_by(model: nn.Module, source: nn.Module) -> str | None:
+    """The name prefix of the tensors ``model`` adds to ``source`` when it extends it, else None: the
+    cells (``temporal.``) of an LSTM-ICNet on its ICNet, the decoder (``decoder.``) of a DeepLab with
+    ``decoder=true`` on the same DeepLab without it."""
+    if source.model_name == "icnet" and model.model_name.startswith("lstm_icnet_"):
+        return "temporal."
+    if (
+        source.model_name == model.model_name
+        and getattr(model, "decoder", None) is not None
+        and getattr(source, "decoder", None) is None
+    ):
+        return "decoder."
+    return None
+
+
 def _load_base(model: nn.Module, source: nn.Module, path: str) -> None:
-    """Every tensor of the single-frame ICNet ``source`` into the LSTM-ICNet ``model``, whose cells
-    (``temporal.*``) keep their initialisation (LSTM-ICNet's recipe: ICNet first, then the cells)."""
-    if source.model_name != "icnet" or not model.model_name.startswith("lstm_icnet_"):
+    """Every tensor of ``source`` into the ``model`` that extends it, whose added parts keep their
+    initialisation (LSTM-ICNet's recipe: ICNet first, then the cells; a decoder on a trained DeepLab)."""
+    added = _added_by(model, source)
+    if added is None:
         raise CheckpointError(
-            f"base={path}: an LSTM-ICNet starts from an icnet checkpoint; got {source.model_name!r} "
-            f"for {model.model_name!r}"
+            f"base={path}: an LSTM-ICNet starts from an icnet checkpoint, a DeepLab with decoder=true from the "
+            f"same DeepLab without it; got {source.model_name!r} for {model.model_name!r}"
         )
     target = model.state_dict()
     for key, value in source.state_dict().items():
@@ -502,7 +518,7 @@ def _load_base(model: nn.Module, source: nn.Module, path: str) -> None:
                 f"{key!r} {tuple(value.shape)} vs {shape}"
             )
     missing, _ = model.load_state_dict(source.state_dict(), strict=False)
-    if stray := [k for k in missing if not k.startswith("temporal.")]:
+    if stray := [k for k in missing if not k.startswith(added)]:
         raise CheckpointError(f"base={path} lacks {stray[0]!r} of {model.model_name}")
 
 
@@ -510,7 +526,7 @@ def _load_init(model: nn.Module, spec: str) -> None:
     """Initialise from ``spec``: PATH of a checkpoint of the same model (fine-tuning),
     ``reference=PATH`` / ``update=PATH`` of a DeepLab checkpoint whose backbone and head become that
     branch of an Accel/DFF model (the papers' recipe: train the fusion on trained branches), or
-    ``base=PATH`` of the ICNet an LSTM-ICNet extends."""
+    ``base=PATH`` of the model this one extends (the ICNet of an LSTM-ICNet, the DeepLab under a decoder)."""
     part, sep, path = spec.rpartition("=")
     if not sep:
         part, path = "", spec
@@ -530,6 +546,10 @@ def _load_init(model: nn.Module, spec: str) -> None:
         raise ValueError(f"--init {spec!r}: {model.model_name} has no branch {part!r} to initialise")
     if not source.model_name.startswith("deeplab"):
         raise CheckpointError(f"{path} holds {source.model_name!r}; a branch starts from a DeepLab checkpoint")
+    if getattr(source, "decoder", None) is not None:
+        raise CheckpointError(
+            f"{path} is a DeepLab with a stride-4 decoder, which an Accel/DFF branch has no place for"
+        )
     try:
         getattr(model, part).load_state_dict(source.features.state_dict(), strict=True)
         getattr(model, f"{part}_head").load_state_dict(source.head.state_dict(), strict=True)

@@ -6,10 +6,14 @@ import pickle
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
 from vseg_core import create_model, load_checkpoint, save_checkpoint
+from vseg_core import train as train_module
+from vseg_core.checkpoint import CheckpointError
+from vseg_core.export import ExportConfig, export_model, frame_to_input
 from vseg_core.imagenet import (
     IMAGENET_PACKAGES,
     ImageNetWeightsError,
@@ -19,7 +23,9 @@ from vseg_core.imagenet import (
 )
 from vseg_core.models.lstm_icnet import PLACEMENTS
 from vseg_core.nn.efficientnet_lite import EfficientNetLite, LiteEncoder, lite_stages
+from vseg_core.nn.heads import upsample_scores
 from vseg_core.nn.normalize import LITE_MEAN, LITE_STD
+from vseg_core.runtime_onnx import OnnxSegmenter
 
 CAMVID = Path(__file__).resolve().parents[3] / "shared" / "data" / "camvid"
 
@@ -96,6 +102,65 @@ def test_deeplab_lite_at_output_stride_8_takes_stride_16_weights_and_keeps_its_s
         torch.testing.assert_close(loaded(frame), logits, rtol=0, atol=0)
     with pytest.raises(ValueError, match="a DeepLab-Lite runs at output_stride 8 or 16, got 32"):
         create_model("deeplab_lite0", num_classes=5, output_stride=32)
+
+
+def test_deeplab_lite_decoder_starts_as_the_deeplab_it_extends_then_adds_a_stride_4_correction(tmp_path):
+    """decoder=true: ``--init base=`` a checkpoint without it gives exactly that model's logits (the
+    decoder's score starts at zero); once trained, the logits are the stride-16 ones plus the decoder's
+    stride-4 scores interpolated x4; the checkpoint rebuilds it with its decoder."""
+    torch.manual_seed(0)
+    base = create_model("deeplab_lite0", num_classes=5).eval()
+    path = save_checkpoint(base, tmp_path / "base", palette=None)
+    model = create_model("deeplab_lite0", num_classes=5, decoder=True).eval()
+    train_module._load_init(model, f"base={path}")
+    frame = torch.rand(1, 3, 67, 101)
+    with torch.no_grad():
+        torch.testing.assert_close(model(frame), base(frame), rtol=0, atol=0)
+    torch.nn.init.normal_(model.decoder.score.weight, 0.0, 0.1)  # as after training
+    corrections = []
+    model.decoder.score.register_forward_hook(lambda module, args, out: corrections.append(out))
+    with torch.no_grad():
+        logits = model(frame)
+        expected = base(frame) + upsample_scores(corrections[0], (67, 101), stride=4)
+        change = float((logits - base(frame)).abs().max())
+    assert corrections[0].shape[-2:] == (17, 26)  # ceil(67 / 4), ceil(101 / 4): the stride-4 grid
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    assert change > 0.01
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "decoder", palette=None)).eval()
+    assert loaded.model_config["decoder"] is True and loaded.decoder is not None
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(frame), logits, rtol=0, atol=0)
+    # What it cannot start from, and what cannot start from it.
+    icnet = save_checkpoint(create_model("icnet", num_classes=5, width=0.125), tmp_path / "icnet", palette=None)
+    with pytest.raises(CheckpointError, match="a DeepLab with decoder=true from the same DeepLab without it"):
+        train_module._load_init(create_model("deeplab_lite0", num_classes=5, decoder=True), f"base={icnet}")
+    six = save_checkpoint(create_model("deeplab_lite0", num_classes=6), tmp_path / "six", palette=None)
+    with pytest.raises(CheckpointError, match=r"does not fit .*'head\.score\.weight' \(6, 256, 1, 1\) vs \(5, 256"):
+        train_module._load_init(create_model("deeplab_lite0", num_classes=5, decoder=True), f"base={six}")
+    with pytest.raises(CheckpointError, match="stride-4 decoder, which an Accel/DFF branch has no place for"):
+        train_module._load_init(
+            create_model("accel_lite0", num_classes=5), f"update={tmp_path / 'decoder.safetensors'}"
+        )
+    with pytest.raises(ValueError, match="decoder is true or false, got 'yes'"):
+        create_model("deeplab_lite2", num_classes=5, decoder="yes")
+    with pytest.raises(ValueError, match=r"no stage of this encoder outputs stride 32: \[2, 4, 8, 16, 16, 16, 16\]"):
+        LiteEncoder("lite0", output_stride=16).tap(32)
+    fine = create_model("deeplab_lite0", num_classes=5, output_stride=8, decoder=True).eval()  # x2 to stride 4
+    with torch.no_grad():
+        assert fine(frame).shape == (1, 5, 67, 101)
+
+
+def test_deeplab_lite_decoder_exports_to_onnx_with_the_same_logits(tmp_path):
+    torch.manual_seed(1)
+    model = create_model("deeplab_lite0", num_classes=5, decoder=True).eval()
+    torch.nn.init.normal_(model.decoder.score.weight, 0.0, 0.1)
+    export_model(model, tmp_path, ExportConfig(height=67, width=101))
+    onnx = OnnxSegmenter(tmp_path)
+    frame = np.random.default_rng(0).integers(0, 256, (67, 101, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = model.step(frame_to_input(torch.from_numpy(frame)), None, is_keyframe=True).logits
+    got = onnx.step(frame, onnx.init_state(frame), is_keyframe=True).logits
+    assert float((got - expected).abs().max()) <= 1e-3 * max(1.0, float(expected.abs().max()))
 
 
 # ------------------------------------------------------------------------------------ ImageNet weights

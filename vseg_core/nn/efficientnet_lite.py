@@ -222,6 +222,14 @@ class LiteEncoder(nn.Module):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
 
+    def tap(self, stride: int) -> tuple[int, int]:
+        """(stages, channels): ``run(x, 0, stages)`` ends on the last stage at ``stride``, with ``channels``
+        (a decoder's low-level features)."""
+        if stride not in self.stage_strides:
+            raise ValueError(f"no stage of this encoder outputs stride {stride}: {self.stage_strides}")
+        stages = max(i for i, s in enumerate(self.stage_strides) if s == stride) + 1
+        return stages, self.stage_channels[stages - 1]
+
     def run(self, x: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
         """Stages ``start``..``stop - 1`` on ``x``; start 0 includes the stem (x is the frame).
 

@@ -61,10 +61,14 @@ class DeepLabHead(nn.Module):
             nn.init.normal_(conv.weight, 0.0, 0.01)
             nn.init.zeros_(conv.bias)
 
+    def hidden(self, features: Tensor) -> Tensor:
+        """(B, in_channels, h, w) features -> (B, hidden_channels, h, w), what ``score`` scores."""
+        if features.ndim != 4 or features.shape[1] != self.in_channels:
+            raise ValueError(f"the head expects (B, {self.in_channels}, h, w) features, got {tuple(features.shape)}")
+        return self.relu(self.fc6(features))
+
     def forward(self, features: Tensor, size: tuple[int, int] | None) -> Tensor:
         """(B, in_channels, h, w) features -> logits (B, num_classes, H, W) for a frame of ``size``,
         or with ``size`` None the scores (B, num_classes, h, w) at the features' stride."""
-        if features.ndim != 4 or features.shape[1] != self.in_channels:
-            raise ValueError(f"the head expects (B, {self.in_channels}, h, w) features, got {tuple(features.shape)}")
-        scores = self.score(self.relu(self.fc6(features)))
+        scores = self.score(self.hidden(features))
         return scores if size is None else upsample_scores(scores, size, stride=self.stride)
