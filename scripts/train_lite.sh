@@ -9,9 +9,10 @@
 #   scripts/train_lite.sh clips OUT CAMVID_ROOT      # LSTM-ICNet v2 on ICNet-Lite0: 1 Hz sequences vs ego-motion clips
 #   scripts/train_lite.sh lstm OUT CAMVID_ROOT       # LSTM-ICNet v2, standard and separable cell, all at once
 #   scripts/train_lite.sh lstm-phased OUT CAMVID_ROOT  # on ICNet-Lite0: cells first on the frozen ICNet (OUT/phased/)
-#   scripts/train_lite.sh lstm-lite2 OUT CAMVID_ROOT   # the shipped ones: the same two cells on ICNet-Lite2 (OUT/phased/)
+#   scripts/train_lite.sh lstm-lite2 OUT CAMVID_ROOT   # the shipped ones: the three cells on ICNet-Lite2 (OUT/phased/)
 #   scripts/train_lite.sh deeplab OUT CAMVID_ROOT    # DeepLab-Lite0 and -Lite2 (stride 16), Accel-Lite's branches
 #   scripts/train_lite.sh deeplab-os8 OUT CAMVID_ROOT  # the shipped DeepLab-Lite2 fine-tuned at output stride 8
+#   scripts/train_lite.sh deeplab-decoder OUT CAMVID_ROOT  # ... with a stride-4 decoder added
 #   scripts/train_lite.sh accel OUT CAMVID_ROOT      # Accel-Lite0: the score fusion on those two branches
 #
 # OUT/<name>/ holds each run (checkpoint.*, best.*, log.jsonl), OUT/<name>.log its output. PYTHON picks
@@ -19,7 +20,7 @@
 # (`python scripts/pack_weights.py OUT/phased camvid_lstm_icnet_v2_lite2 camvid_lstm_icnet_v2_lite2_separable`
 # for the lstm-lite2 runs that ship).
 set -euo pipefail
-stage=${1:?stage: ablation, icnet, icnet-lite2, clips, lstm, lstm-phased, lstm-lite2, deeplab, deeplab-os8 or accel}
+stage=${1:?stage: ablation, icnet, icnet-lite2, clips, lstm, lstm-phased, lstm-lite2, deeplab, deeplab-os8, deeplab-decoder or accel}
 out=${2:?output folder}
 camvid=${3:?CamVid root (SegNet layout)}
 python=${PYTHON:-python3}
@@ -104,6 +105,9 @@ case $stage in
         phased+=(--loss-frames all --init "base=$out/camvid_icnet_lite2/checkpoint.safetensors")
         run phased/camvid_lstm_icnet_v2_lite2 lstm_icnet_v2,backbone=lite2 "${phased[@]}"
         run phased/camvid_lstm_icnet_v2_lite2_separable lstm_icnet_v2,backbone=lite2,conv=separable "${phased[@]}"
+        # The paper's other separable cell (k x 1 then 1 x k): two thirds of the standard cell's weights
+        # where the depthwise-separable one has an eighth.
+        run phased/camvid_lstm_icnet_v2_lite2_spatial lstm_icnet_v2,backbone=lite2,conv=spatial "${phased[@]}"
         ;;
     deeplab)
         # Median-frequency weighting from the start: the 200-step ablation's best loss (0.489 mIoU
@@ -118,6 +122,13 @@ case $stage in
         # the shipped weights run at stride 8 untrained score 0.587 mIoU, poles 0.020): the shipped
         # DeepLab-Lite2 fine-tuned at output stride 8 (the same tensors, 3.4x the GFLOPs).
         run camvid_deeplab_lite2_os8 deeplab_lite2,output_stride=8 --init "$repo/vseg_core/weights/camvid_deeplab_lite2.safetensors" \
+            --loss median-frequency --batch-size 8 --clip-length 1 --lr 2e-4 --warmup 50 --steps 1000 --val-every 250
+        ;;
+    deeplab-decoder)
+        # The other lever for thin objects: DeepLabv3+'s decoder on the stride-4 features, on the shipped
+        # DeepLab-Lite2 (--init base=: it starts as exactly that model), the same fine-tuning as deeplab-os8.
+        run camvid_deeplab_lite2_decoder deeplab_lite2,decoder=true \
+            --init "base=$repo/vseg_core/weights/camvid_deeplab_lite2.safetensors" \
             --loss median-frequency --batch-size 8 --clip-length 1 --lr 2e-4 --warmup 50 --steps 1000 --val-every 250
         ;;
     accel)
