@@ -23,6 +23,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
 from vseg_ros.bags import BagError, list_topics, message_class, read_messages
+from vseg_ros.ros_process import StopRequest
 
 __all__ = ["PlayConfig", "loop_pause_ns", "play_bag"]
 
@@ -110,7 +111,7 @@ class _BagClock:
         self._publisher.publish(msg)
 
 
-def _sleep_until(wall: float, stop: threading.Event, clock: _BagClock | None) -> None:
+def _sleep_until(wall: float, stop: threading.Event | StopRequest, clock: _BagClock | None) -> None:
     """Wait until monotonic time ``wall`` or a stop request, ticking the clock meanwhile."""
     while not stop.is_set():
         delay = wall - time.monotonic()
@@ -123,7 +124,7 @@ def _sleep_until(wall: float, stop: threading.Event, clock: _BagClock | None) ->
             clock.tick()
 
 
-def _wait_for_subscribers(publishers, timeout_s: float, stop: threading.Event) -> None:
+def _wait_for_subscribers(publishers, timeout_s: float, stop: threading.Event | StopRequest) -> None:
     deadline = time.monotonic() + timeout_s
     while not all(p.get_subscription_count() for p in publishers):
         if time.monotonic() >= deadline or stop.wait(0.02):
@@ -131,9 +132,11 @@ def _wait_for_subscribers(publishers, timeout_s: float, stop: threading.Event) -
     stop.wait(_SUBSCRIBER_SIDE_MATCH_S)
 
 
-def play_bag(path: str | Path, config: PlayConfig, node: Node, stop: threading.Event | None = None) -> int:
-    """Publish the bag on ``node`` until its end (or its last loop) or until ``stop`` is set; return
-    the number of messages published."""
+def play_bag(
+    path: str | Path, config: PlayConfig, node: Node, stop: threading.Event | StopRequest | None = None
+) -> int:
+    """Publish the bag on ``node`` until its end (or its last loop) or until ``stop`` is set (the
+    executable's signal-driven request, or any event); return the number of messages published."""
     stop = stop if stop is not None else threading.Event()
     wanted = set(config.topics)
     topics = {t.name: message_class(t.msgtype) for t in list_topics(path) if not wanted or t.name in wanted}

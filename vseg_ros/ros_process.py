@@ -8,17 +8,20 @@ no ROS package, so the `vseg` command stays usable where rclpy is missing.
 Signals: Ctrl-C in a terminal reaches the whole process group, and launch then sends its own SIGINT
 (later SIGTERM) to each child while it is still cleaning up. rclpy's handler raises
 ``KeyboardInterrupt`` wherever the main thread happens to be, destroy_node included; a handler that
-only sets an event lets the clean-up run to its end however many signals follow.
+only sets a flag (one that takes no lock: :class:`StopRequest`) lets the clean-up run to its end however
+many signals follow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import select
 import signal
-import threading
 from collections.abc import Sequence
 
-__all__ = ["ROS_ARGS", "ignore_stop_signals", "install_stop_handlers", "split_ros_args"]
+__all__ = ["ROS_ARGS", "StopRequest", "ignore_stop_signals", "install_stop_handlers", "split_ros_args"]
 
 ROS_ARGS = "--ros-args"
 _END_OF_ROS_ARGS = "--"
@@ -47,17 +50,53 @@ def split_ros_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return own, ros
 
 
-@functools.cache  # once per process: later calls return the same event
-def install_stop_handlers() -> threading.Event:
-    """Make SIGINT and SIGTERM set the returned event (and nothing else) for the rest of the process.
+class StopRequest:
+    """A stop flag that a signal handler can set: ``set``, ``is_set`` and ``wait`` as ``threading.Event``,
+    without a lock anywhere.
+
+    ``threading.Event.set`` takes the event's lock. A Python signal handler runs in the main thread
+    between two bytecodes, also while that thread holds this lock: inside ``Event.wait``, or inside an
+    earlier handler's ``set`` when the next signal of a burst arrives. It then waits for itself forever
+    and no later signal can end the process (seen: SIGINT, SIGINT, SIGTERM 20 ms apart). Here ``set``
+    writes a byte to a non-blocking pipe and ``wait`` selects on it, so a signal also ends a ``wait``
+    at once.
+    """
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        self._requested = True
+        with contextlib.suppress(BlockingIOError):  # a full pipe holds wake-ups enough: ``wait`` returns
+            os.write(self._write, b"\0")
+
+    def is_set(self) -> bool:
+        return self._requested
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the stop is requested or ``timeout`` seconds pass (None: no limit); whether it is."""
+        if not self._requested:
+            # A signal interrupts select; Python runs the handler, which writes to the pipe, and the
+            # retried select (PEP 475) returns at once.
+            select.select([self._read], [], [], timeout)
+        return self._requested
+
+
+@functools.cache  # once per process: later calls return the same request
+def install_stop_handlers() -> StopRequest:
+    """Make SIGINT and SIGTERM set the returned stop request (and nothing else) for the rest of the
+    process.
 
     Pair it with ``rclpy.init(..., signal_handler_options=SignalHandlerOptions.NO)``, and wait or
-    spin in slices that look at the event; the process then ends through its normal clean-up with
+    spin in slices that look at the request; the process then ends through its normal clean-up with
     exit status 0, however many signals arrive while it cleans up. Calling it again returns the same
-    event, so an executable can install the handlers before its slow imports (a signal then is not
+    request, so an executable can install the handlers before its slow imports (a signal then is not
     lost) and its ``main`` can still call it.
     """
-    stop = threading.Event()
+    stop = StopRequest()
 
     def on_signal(signum, frame) -> None:
         stop.set()

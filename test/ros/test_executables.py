@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
+from child_process import start_logged, wait_or_dump
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
@@ -53,16 +54,12 @@ def bag(tmp_path):
 
 
 class Executable:
-    """One executable as a child process with a log file (a pipe nobody reads can block it)."""
+    """One executable as a child process with a log file, faulthandler on (:mod:`child_process`)."""
 
     def __init__(self, tmp_path: Path, name: str, *args: str) -> None:
+        self.name = name
         self.log = tmp_path / f"{name}-{time.monotonic_ns()}.log"
-        with self.log.open("w") as log:
-            # A process group of its own: the tests signal the group, as a terminal's Ctrl-C does.
-            self.process = subprocess.Popen(
-                [sys.executable, str(REPO / "scripts" / name), *args],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        self.process = start_logged(self.log, str(REPO / "scripts" / name), *args)
 
     def output(self) -> str:
         return self.log.read_text()
@@ -76,16 +73,56 @@ class Executable:
             time.sleep(gap_s)
 
     def wait(self, timeout: float = 300.0) -> int:  # generous: niced processes on a busy machine
-        try:
-            return self.process.wait(timeout=timeout)
-        finally:
-            if self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        """The exit status; a process still running after ``timeout`` s fails the test with its stacks."""
+        return wait_or_dump(self.process, timeout, self.name, self.output)
+
+    def kill(self) -> None:
+        """End the process group if it still runs (a test's clean-up after a failure)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
 
 def _node_names(node) -> set[str]:
     return {f"{ns.rstrip('/')}/{name}" for name, ns in node.get_node_names_and_namespaces()}
+
+
+_SIGNAL_BURST = """
+import os, signal, sys, threading, time
+from vseg_ros.ros_process import install_stop_handlers
+
+stop = install_stop_handlers()
+assert not stop.wait(0.05), "no signal yet: the wait times out"
+pid = os.getpid()
+threading.Timer(0.2, os.kill, (pid, signal.SIGINT)).start()
+start = time.monotonic()
+woken = stop.wait(30)
+print(woken, f"{time.monotonic() - start:.1f}")
+
+def burst():
+    for i in range(20000):
+        os.kill(pid, signal.SIGINT if i % 2 else signal.SIGTERM)
+
+for _ in range(3):  # an Event-based handler deadlocked in about one burst of four
+    sender = threading.Thread(target=burst, daemon=True)
+    sender.start()
+    while sender.is_alive():  # the main thread inside wait() as signals land, and handlers nested
+        stop.wait(0.0001)
+print("survived", stop.is_set())
+"""
+
+
+def test_stop_handlers_wake_a_waiting_main_thread_and_survive_signal_bursts():
+    """A signal ends a wait on the stop request at once; bursts of SIGINT/SIGTERM land while the main
+    thread waits and while earlier handlers still run. An event's lock made the handler wait for itself
+    forever (``py-spy dump``: three nested ``on_signal`` frames in ``Condition.__enter__``)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_BURST], capture_output=True, text=True, timeout=300, check=False, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    woken, seconds, survived, requested = result.stdout.split()
+    assert (woken, survived, requested) == ("True", "survived", "True")
+    assert float(seconds) < 5.0  # woken by the signal at 0.2 s, not by the 30 s timeout
 
 
 def test_ros_args_are_split_as_rcl_reads_them():
@@ -150,7 +187,7 @@ def test_bag_play_honours_node_name_remap_and_vseg_publishes_the_bag_clock(ros_c
         assert player.wait() == 0, player.output()
         spin_until(tester, lambda: False, timeout=0.5)  # the clock messages still queued
     finally:
-        player.wait(timeout=1)
+        player.kill()
     assert [m.header.stamp.sec for m in images] == [1_700_000_000 + i for i in range(3)]
     # Bag time, never wall time; monotonic within a pass.
     seconds = [c.clock.sec + c.clock.nanosec / 1e9 for c in clocks]

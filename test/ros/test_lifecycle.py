@@ -9,8 +9,6 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import subprocess
-import sys
 import weakref
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
+from child_process import start_logged, wait_or_dump
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from node_graph import NodeGraph
@@ -173,12 +172,10 @@ def test_configure_with_bad_weights_fails_naming_them_and_stays_unconfigured(man
 def test_managed_executable_starts_unconfigured_and_stops_on_sigint(ros_context, spin_until, tmp_path, checkpoint):
     ns = f"/managed{os.getpid()}"
     log = tmp_path / "managed.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(REPO / "scripts" / "managed_segmentation_node"), "--ros-args",
-             "-r", f"__ns:={ns}", "-p", "model:=lstm_icnet_v2", "-p", f"weights:={checkpoint}", "-p", "device:=cpu"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    process = start_logged(
+        log, str(REPO / "scripts" / "managed_segmentation_node"), "--ros-args",
+        "-r", f"__ns:={ns}", "-p", "model:=lstm_icnet_v2", "-p", f"weights:={checkpoint}", "-p", "device:=cpu",
+    )  # fmt: skip
     tester = rclpy.create_node("tester", context=ros_context)
     get = tester.create_client(GetState, f"{ns}/segmentation/get_state")
     change = tester.create_client(ChangeState, f"{ns}/segmentation/change_state")
@@ -192,9 +189,5 @@ def test_managed_executable_starts_unconfigured_and_stops_on_sigint(ros_context,
         assert spin_until(tester, future.done, timeout=120) and future.result().success, log.read_text()
     finally:
         os.killpg(process.pid, signal.SIGINT)
-        try:
-            code = process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+        code = wait_or_dump(process, 120, "the managed node after SIGINT", log.read_text)
     assert code == 0 and "Traceback" not in log.read_text(), log.read_text()

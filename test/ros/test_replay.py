@@ -7,8 +7,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 import rclpy
 import torch
 import yaml
+from child_process import start_logged, wait_or_dump
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
@@ -50,27 +49,6 @@ def _bag(path: Path) -> Path:
     return path
 
 
-def _start(log: Path, *argv: str) -> subprocess.Popen:
-    # faulthandler: a process that hangs can be made to write every thread's Python stack to its log
-    # (SIGABRT, see _wait_or_dump); unbuffered, so what it printed before is in the log too.
-    env = {**os.environ, "PYTHONFAULTHANDLER": "1", "PYTHONUNBUFFERED": "1"}
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
-
-
-def _wait_or_dump(process: subprocess.Popen, timeout: float, what: str, logs) -> int:
-    """process's exit status; if it is still running after ``timeout`` s, fail with the stacks of its
-    threads at that moment (a hang seen once in CI left nothing in the log to say where it waited)."""
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGABRT)
-        process.wait(timeout=30)
-        pytest.fail(f"{what} did not exit within {timeout} s; its threads then:\n{logs()}")
-
-
 @pytest.mark.slow
 def test_replay_labels_every_frame_with_latency_on_bag_time(ros_context, spin_until, tmp_path, checkpoint):
     bag = _bag(tmp_path / "drive")
@@ -84,7 +62,7 @@ def test_replay_labels_every_frame_with_latency_on_bag_time(ros_context, spin_un
     tester.create_subscription(SegmentationInfo, "/segmentation/info", infos.append, RELIABLE)
     tester.create_subscription(Image, "/segmentation/labels", labels.append, RELIABLE)
     # As replay.launch.py starts them (launch_ros's --ros-args tail, use_sim_time for both).
-    node = _start(
+    node = start_logged(
         tmp_path / "node.log", str(REPO / "scripts" / "segmentation_node"),
         "--ros-args", "-r", "__node:=segmentation", "--params-file", str(REPO / "config" / "segmentation.yaml"),
         "--params-file", str(overrides), "-r", "image:=/camera/image_raw",
@@ -96,7 +74,7 @@ def test_replay_labels_every_frame_with_latency_on_bag_time(ros_context, spin_un
     assert spin_until(tester, ready, timeout=120) and node.poll() is None, (tmp_path / "node.log").read_text()
     settle = time.monotonic() + 1.0
     spin_until(tester, lambda: time.monotonic() > settle, timeout=2.0)
-    player = _start(
+    player = start_logged(
         tmp_path / "player.log", str(REPO / "scripts" / "bag_play"),
         str(bag), "--rate", "1.0", "--topics", "/camera/image_raw", "--wait-for-subscribers", "60", "--clock",
         "--ros-args", "-r", "__node:=bag_play", "-p", "use_sim_time:=true",
@@ -107,7 +85,7 @@ def test_replay_labels_every_frame_with_latency_on_bag_time(ros_context, spin_un
     try:
         # The newest frame is always segmented in the end, whatever the node had to drop before it.
         assert spin_until(tester, lambda: last() and len(labels) >= len(infos), timeout=300), logs()
-        assert _wait_or_dump(player, 60, "bag_play after the last frame", logs) == 0, logs()
+        assert wait_or_dump(player, 60, "bag_play after the last frame", logs) == 0, logs()
     finally:
         for process in (node, player):
             if process.poll() is None:
