@@ -59,6 +59,7 @@ from vseg_core.stream import resolve_device
 from vseg_ros.bags import BagError, list_topics, read_messages, ros_type_name
 from vseg_ros.conversions import ConversionError, compressed_to_rgb, image_to_labels, image_to_rgb, rgb_to_image
 from vseg_ros.node_process import NodeStartError, start_matched_node
+from vseg_ros.ros_process import StopRequest
 
 __all__ = [
     "DEMO_DATASETS",
@@ -503,7 +504,7 @@ class _Spinner:
     """Spins one executor until a condition holds. Ctrl-C only sets ``interrupted`` (see run_demo);
     the wait turns it into KeyboardInterrupt here, at a clean point outside rclpy's C++ calls."""
 
-    def __init__(self, executor: SingleThreadedExecutor, interrupted: threading.Event) -> None:
+    def __init__(self, executor: SingleThreadedExecutor, interrupted: StopRequest) -> None:
         self.executor = executor
         self.interrupted = interrupted
 
@@ -527,7 +528,7 @@ def _run_model(
     ctx: Context,
     logs: Path,
     echo: Callable[[str], None],
-    interrupted: threading.Event,
+    interrupted: StopRequest,
 ) -> _ModelRun:
     """Start the node for ``model``, stream every frame to it, collect its results, stop it."""
     n = len(stream.messages)
@@ -829,7 +830,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     # While nodes run, Ctrl-C only sets a flag that every wait checks: a KeyboardInterrupt raised in the
     # middle of rclpy's C++ calls surfaces as an unrelated RuntimeError. The nodes are stopped either way.
-    interrupted = threading.Event()
+    interrupted = StopRequest()  # not an Event: its lock can deadlock a handler (see StopRequest)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set()) if in_main_thread else None
     ctx = Context()
@@ -856,6 +857,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
         ctx.try_shutdown()
         if in_main_thread:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        interrupted.close()
     rows: list[dict] = []
     notes: list[str] = []
     for stream, models, runs in plan:

@@ -84,6 +84,11 @@ class StopRequest:
             select.select([self._read], [], [], timeout)
         return self._requested
 
+    def close(self) -> None:
+        """Release the pipe, for a request made for one run rather than for the process."""
+        os.close(self._read)
+        os.close(self._write)
+
 
 @functools.cache  # once per process: later calls return the same request
 def install_stop_handlers() -> StopRequest:

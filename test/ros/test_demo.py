@@ -8,13 +8,18 @@ results.json and labels must equal them; its pictures must decode with the sizes
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from child_process import start_logged, wait_or_dump
 
 from vseg_core import VideoSegmenter, create_model, load_checkpoint, save_checkpoint
 from vseg_core.checkpoint import CheckpointRecord, read_checkpoint_record
@@ -323,6 +328,44 @@ def test_a_missing_or_undecodable_video_is_a_one_line_error(tmp_path, capsys):
     assert result.stderr.strip().splitlines() == [
         f"vseg demo: cannot read video {junk}: OpenCV decodes no frame from it"
     ]
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile
+            pass
+    return found
+
+
+def test_ctrl_c_bursts_end_the_demo_with_130_and_stop_its_node(checkpoints, tmp_path):
+    """Ctrl-C pressed three times while a node segments: the demo says it was interrupted, exits 130,
+    and leaves no segmentation_node behind (a handler that took an event's lock could hang here)."""
+    out = tmp_path / "demo_output"
+    log = tmp_path / "demo.log"
+    demo = start_logged(
+        log, "-m", "vseg_ros.cli", "demo", "--models", checkpoints["icnet"], "--frames", "2000", "--rate", "5",
+        "--height", str(H), "--width", str(W), "--out", str(out), "--device", "cpu", "--timeout", "120",
+    )  # fmt: skip
+    segmenting = lambda: any("segmenting" in f.read_text() for f in (out / "logs").glob("*.node.log"))  # noqa: E731
+    deadline = time.monotonic() + 240
+    while not segmenting() and demo.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.0)  # frames flowing
+    assert demo.poll() is None and "node up" not in log.read_text(), log.read_text()  # still streaming
+    assert _processes_with(str(out / "logs")), log.read_text()  # the node: its parameters file is there
+    for _ in range(3):  # a terminal's Ctrl-C reaches the demo and its node (one process group)
+        os.killpg(demo.pid, signal.SIGINT)
+        time.sleep(0.02)
+    assert wait_or_dump(demo, 120, "vseg demo after Ctrl-C", log.read_text) == 130, log.read_text()
+    assert log.read_text().strip().splitlines()[-1] == "vseg demo: interrupted"
+    deadline = time.monotonic() + 30
+    while _processes_with(str(out / "logs")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes_with(str(out / "logs"))
 
 
 def test_without_checkpoints_the_demo_refuses_instead_of_running_random_weights(tmp_path, capsys):
