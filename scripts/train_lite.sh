@@ -12,13 +12,14 @@
 #   scripts/train_lite.sh lstm-lite2 OUT CAMVID_ROOT   # the shipped ones: the three cells on ICNet-Lite2 (OUT/phased/)
 #   scripts/train_lite.sh deeplab OUT CAMVID_ROOT    # DeepLab-Lite0 and -Lite2 (stride 16), Accel-Lite's branches
 #   scripts/train_lite.sh deeplab-os8 OUT CAMVID_ROOT  # the shipped DeepLab-Lite2 fine-tuned at output stride 8
-#   scripts/train_lite.sh deeplab-decoder OUT CAMVID_ROOT  # ... with a stride-4 decoder added
+#   scripts/train_lite.sh deeplab-decoder OUT CAMVID_ROOT  # ... with a stride-4 decoder added (shipped)
 #   scripts/train_lite.sh accel OUT CAMVID_ROOT      # Accel-Lite0: the score fusion on those two branches
 #
 # OUT/<name>/ holds each run (checkpoint.*, best.*, log.jsonl), OUT/<name>.log its output. PYTHON picks
 # the interpreter (default python3). `python scripts/pack_weights.py OUT NAME...` packs runs for shipping
-# (`python scripts/pack_weights.py OUT/phased camvid_lstm_icnet_v2_lite2 camvid_lstm_icnet_v2_lite2_separable`
-# for the lstm-lite2 runs that ship).
+# (`python scripts/pack_weights.py OUT/phased camvid_lstm_icnet_v2_lite2 camvid_lstm_icnet_v2_lite2_separable
+# camvid_lstm_icnet_v2_lite2_spatial` for the lstm-lite2 runs, `python scripts/pack_weights.py OUT
+# camvid_deeplab_lite2_decoder` for the deeplab-decoder one).
 set -euo pipefail
 stage=${1:?stage: ablation, icnet, icnet-lite2, clips, lstm, lstm-phased, lstm-lite2, deeplab, deeplab-os8, deeplab-decoder or accel}
 out=${2:?output folder}
