@@ -346,13 +346,14 @@ def test_default_weights_are_the_best_shipped_camvid_model_and_name_the_model():
     from vseg_ros.parameters import DEFAULT_WEIGHTS
     from vseg_ros.segmentation_node import SegmentationNode
 
-    assert DEFAULT_WEIGHTS == "camvid_accel_lite0" and shipped_record(DEFAULT_WEIGHTS).metadata["dataset"] == "camvid"
+    assert DEFAULT_WEIGHTS == "camvid_deeplab_lite2_decoder"
+    assert shipped_record(DEFAULT_WEIGHTS).metadata["dataset"] == "camvid"
     ctx = Context()
     rclpy.init(context=ctx)
     try:
         node = SegmentationNode(context=ctx, parameter_overrides=[Parameter("device", value="cpu")])
         try:
-            assert (node.config.weights, node.config.model) == (DEFAULT_WEIGHTS, "accel_lite0")  # model from the file
+            assert (node.config.weights, node.config.model) == (DEFAULT_WEIGHTS, "deeplab_lite2")  # model from the file
             frame = _frame(5, 96, 128)
             got = node._cameras[""].segmenter.step(frame).labels
             expected = VideoSegmenter(load_checkpoint(shipped_checkpoint(DEFAULT_WEIGHTS)), device="cpu").step(frame)
@@ -360,8 +361,8 @@ def test_default_weights_are_the_best_shipped_camvid_model_and_name_the_model():
         finally:
             node.destroy_node()
         refusals = {
-            "lstm_icnet_v2": "holds a 'accel_lite0' model, not 'lstm_icnet_v2'",  # a model that is not the file's
-            "": "parameters 'model' and 'weights' are both empty: name a checkpoint (weights:=camvid_accel_lite0)",
+            "lstm_icnet_v2": "holds a 'deeplab_lite2' model, not 'lstm_icnet_v2'",  # a model that is not the file's
+            "": f"parameters 'model' and 'weights' are both empty: name a checkpoint (weights:={DEFAULT_WEIGHTS})",
         }
         for model, message in refusals.items():
             params = [Parameter("device", value="cpu"), Parameter("model", value=model)]
