@@ -57,7 +57,8 @@ class StopRequest:
     ``threading.Event.set`` takes the event's lock. A Python signal handler runs in the main thread
     between two bytecodes, also while that thread holds this lock: inside ``Event.wait``, or inside an
     earlier handler's ``set`` when the next signal of a burst arrives. It then waits for itself forever
-    and no later signal can end the process (seen: SIGINT, SIGINT, SIGTERM 20 ms apart). Here ``set``
+    and no later signal can end the process (reproduced with bursts of SIGINT and SIGTERM: ``py-spy dump``
+    showed the handler nested in itself, waiting in ``Condition.__enter__``). Here ``set``
     writes a byte to a non-blocking pipe and ``wait`` selects on it, so a signal also ends a ``wait``
     at once.
     """
