@@ -22,6 +22,7 @@ from vseg_core.imagenet import (
     load_lite_state_dict,
 )
 from vseg_core.models.lstm_icnet import PLACEMENTS
+from vseg_core.nn.deeplab_decoder import LowLevelDecoder
 from vseg_core.nn.efficientnet_lite import EfficientNetLite, LiteEncoder, lite_stages
 from vseg_core.nn.heads import upsample_scores
 from vseg_core.nn.normalize import LITE_MEAN, LITE_STD
@@ -148,6 +149,18 @@ def test_deeplab_lite_decoder_starts_as_the_deeplab_it_extends_then_adds_a_strid
     fine = create_model("deeplab_lite0", num_classes=5, output_stride=8, decoder=True).eval()  # x2 to stride 4
     with torch.no_grad():
         assert fine(frame).shape == (1, 5, 67, 101)
+
+
+def test_the_decoder_refuses_inputs_of_the_wrong_channels_or_a_head_grid_that_does_not_cover_them():
+    decoder = LowLevelDecoder(24, 256, 5)
+    low, hidden, scores = torch.rand(1, 24, 17, 26), torch.rand(1, 256, 5, 7), torch.rand(1, 5, 5, 7)
+    assert decoder(low, hidden, scores, (67, 101)).shape == (1, 5, 67, 101)
+    with pytest.raises(ValueError, match=r"expects \(B, 24, h, w\) stride-4 features, got \(1, 32, 17, 26\)"):
+        decoder(torch.rand(1, 32, 17, 26), hidden, scores, (67, 101))
+    with pytest.raises(ValueError, match=r"expects \(B, 256, h, w\) head features, got \(256, 5, 7\)"):
+        decoder(low, hidden[0], scores, (67, 101))
+    with pytest.raises(ValueError, match=r"head features of \(4, 7\) at stride 16 do not cover the 17x26"):
+        decoder(low, hidden[..., :4, :], scores, (67, 101))
 
 
 def test_deeplab_lite_decoder_exports_to_onnx_with_the_same_logits(tmp_path):

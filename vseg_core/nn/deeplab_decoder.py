@@ -70,14 +70,10 @@ class LowLevelDecoder(nn.Module):
         nn.init.zeros_(self.score.bias)
 
     def forward(self, low: Tensor, hidden: Tensor, scores: Tensor, size: tuple[int, int]) -> Tensor:
-        if low.ndim != 4 or low.shape[1] != self.low_channels:
-            raise ValueError(
-                f"the decoder expects (B, {self.low_channels}, h, w) stride-4 features, got {tuple(low.shape)}"
-            )
-        if hidden.ndim != 4 or hidden.shape[1] != self.hidden_channels:
-            raise ValueError(
-                f"the decoder expects (B, {self.hidden_channels}, h, w) head features, got {tuple(hidden.shape)}"
-            )
+        for what, tensor, channels in (("stride-4", low, self.low_channels), ("head", hidden, self.hidden_channels)):
+            if tensor.ndim != 4 or tensor.shape[1] != channels:
+                shape = tuple(tensor.shape)
+                raise ValueError(f"the decoder expects (B, {channels}, h, w) {what} features, got {shape}")
         h4, w4 = low.shape[-2:]
         factor = self.stride // 4
         if hidden.shape[-2] * factor < h4 or hidden.shape[-1] * factor < w4:
