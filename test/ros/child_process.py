@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["start_logged", "wait_or_dump"]
+__all__ = ["kill_group", "start_logged", "wait_or_dump"]
 
 
 def start_logged(log: Path, *argv: str) -> subprocess.Popen:
@@ -31,6 +31,13 @@ def start_logged(log: Path, *argv: str) -> subprocess.Popen:
         )
 
 
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL ``process``'s group if it still runs, and reap it (a test's clean-up)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def wait_or_dump(process: subprocess.Popen, timeout: float, what: str, logs: Callable[[], str]) -> int:
     """``process``'s exit status; if it is still running after ``timeout`` s, fail with the stacks of
     its threads at that moment (``logs()`` is read after the dump), its group killed."""
@@ -40,7 +47,5 @@ def wait_or_dump(process: subprocess.Popen, timeout: float, what: str, logs: Cal
         os.kill(process.pid, signal.SIGABRT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=30)
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        kill_group(process)
         pytest.fail(f"{what} did not exit within {timeout} s; its threads then:\n{logs()}")

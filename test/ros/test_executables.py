@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from child_process import start_logged, wait_or_dump
+from child_process import kill_group, start_logged, wait_or_dump
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
@@ -78,9 +78,7 @@ class Executable:
 
     def kill(self) -> None:
         """End the process group if it still runs (a test's clean-up after a failure)."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        kill_group(self.process)
 
 
 def _node_names(node) -> set[str]:
