@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 venv=.venv
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .
-exec "$venv/bin/python" -m pytest "$@"
+# The slowest tests are listed at the end, so that a CI log shows where its time went.
+exec "$venv/bin/python" -m pytest --durations=30 "$@"

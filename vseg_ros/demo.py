@@ -826,8 +826,9 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     logs.mkdir(exist_ok=True)
     pacing = f"at {config.rate_hz:g} Hz" if config.rate_hz > 0 else "one at a time, each waiting for its result"
 
-    # Large images must cross processes whole (see test/conftest.py); the node inherits the setting.
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # Large images must cross processes whole: shared memory with large segments and no sockets (see
+    # test/conftest.py for why not LARGE_DATA). The node inherits the setting; a user's own wins.
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM?max_msg_size=4MB&sockets_size=16MB")
     # While nodes run, Ctrl-C only sets a flag that every wait checks: a KeyboardInterrupt raised in the
     # middle of rclpy's C++ calls surfaces as an unrelated RuntimeError. The nodes are stopped either way.
     interrupted = StopRequest()  # not an Event: its lock can deadlock a handler (see StopRequest)
