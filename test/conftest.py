@@ -16,15 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from vseg_ros.ros_process import use_local_large_image_transports
+
 # One DDS domain per test run, so that parallel runs on one machine do not see each other.
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="vseg-ros-log-"))
-# Shared memory only, with large segments (the same setting as vseg demo's): HD images between
-# processes arrive whole and fast (the default 512 KB segments fragment a 2.7 MB frame and
-# best-effort samples get lost), discovery takes 0.1 s, and there are no sockets. LARGE_DATA's TCP
-# transport could block forever in a participant's destructor (a dds.tcp thread polling a channel
-# without timeout) and its discovery took 3 s here and sometimes never matched on a loaded machine.
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM?max_msg_size=4MB&sockets_size=16MB")
+# HD images between processes arrive whole: shared memory with large segments, as in vseg demo.
+use_local_large_image_transports()
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
 TEST_ROOT = Path(__file__).parent

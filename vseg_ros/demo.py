@@ -59,7 +59,7 @@ from vseg_core.stream import resolve_device
 from vseg_ros.bags import BagError, list_topics, read_messages, ros_type_name
 from vseg_ros.conversions import ConversionError, compressed_to_rgb, image_to_labels, image_to_rgb, rgb_to_image
 from vseg_ros.node_process import NodeStartError, start_matched_node
-from vseg_ros.ros_process import StopRequest
+from vseg_ros.ros_process import StopRequest, use_local_large_image_transports
 
 __all__ = [
     "DEMO_DATASETS",
@@ -826,9 +826,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     logs.mkdir(exist_ok=True)
     pacing = f"at {config.rate_hz:g} Hz" if config.rate_hz > 0 else "one at a time, each waiting for its result"
 
-    # Large images must cross processes whole: shared memory with large segments and no sockets (see
-    # test/conftest.py for why not LARGE_DATA). The node inherits the setting; a user's own wins.
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM?max_msg_size=4MB&sockets_size=16MB")
+    # Large images must cross processes whole; the nodes started below inherit the setting.
+    use_local_large_image_transports()
     # While nodes run, Ctrl-C only sets a flag that every wait checks: a KeyboardInterrupt raised in the
     # middle of rclpy's C++ calls surfaces as an unrelated RuntimeError. The nodes are stopped either way.
     interrupted = StopRequest()  # not an Event: its lock can deadlock a handler (see StopRequest)

@@ -23,7 +23,7 @@ from sensor_msgs.msg import Image
 
 from vseg_core import create_model, save_checkpoint
 from vseg_ros.bags import BagWriter
-from vseg_ros.ros_process import split_ros_args
+from vseg_ros.ros_process import split_ros_args, use_local_large_image_transports
 
 REPO = Path(__file__).resolve().parents[2]
 H, W = 32, 48
@@ -130,6 +130,15 @@ def test_ros_args_are_split_as_rcl_reads_them():
         ["--ros-args", "-r", "__node:=p", "--ros-args", "-p", "a:=1"],
     )
     assert split_ros_args(["models"]) == (["models"], [])
+
+
+def test_the_large_image_transports_are_set_unless_the_environment_names_its_own(monkeypatch):
+    monkeypatch.delenv("FASTDDS_BUILTIN_TRANSPORTS", raising=False)
+    use_local_large_image_transports()
+    assert os.environ["FASTDDS_BUILTIN_TRANSPORTS"] == "SHM?max_msg_size=4MB&sockets_size=16MB"
+    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    use_local_large_image_transports()
+    assert os.environ["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA"
 
 
 def test_segmentation_node_honours_name_namespace_params_file_and_remap(ros_context, spin_until, tmp_path, checkpoint):
